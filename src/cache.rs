@@ -1,0 +1,572 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The safe core: which tables are cached, in which order, which one to
+//! evict. It knows nothing of C: entries are opaque `Copy` handles, and the
+//! caller tells it through a closure whether a handle is still in use by a
+//! request. The FFI layer mirrors every change of order this core reports
+//! onto the C-visible QTAILQ, so both always list the same entries in the
+//! same order (head = oldest / least recently used / next for the hand).
+
+use crate::index::OffsetIndex;
+
+/// Marks "no slot" in links and in the SIEVE hand.
+const NIL: u32 = u32::MAX;
+
+/// Eviction policy. The in-use rule (an entry a request still references is
+/// never evicted) holds in every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Insertion order, hits change nothing: exactly QEMU's original.
+    Fifo,
+    /// Least recently used: a hit moves the entry to the tail.
+    Lru,
+    /// SIEVE (NSDI '24): a hit sets a visited bit; a hand walks from the head,
+    /// clearing visited bits and evicting the first unvisited entry.
+    Sieve,
+}
+
+impl Policy {
+    /// Every policy, in the order of their C constants.
+    pub const ALL: [Policy; 3] = [Policy::Fifo, Policy::Lru, Policy::Sieve];
+
+    /// The name used by `QED_L2_CACHE_POLICY`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Fifo => "fifo",
+            Policy::Lru => "lru",
+            Policy::Sieve => "sieve",
+        }
+    }
+
+    /// Parses a `QED_L2_CACHE_POLICY` value.
+    pub fn from_name(name: &str) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// What the cache counted since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lookups that found the table.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Commits accepted, duplicates included.
+    pub commits: u64,
+    /// Commits whose offset was already cached (the newcomer was dropped).
+    pub duplicate_commits: u64,
+    /// Entries evicted to make room or to honour a lower maximum.
+    pub evictions: u64,
+    /// Largest number of entries ever cached at once.
+    pub peak_entries: u64,
+}
+
+/// A successful lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit<H> {
+    /// The cached entry.
+    pub handle: H,
+    /// The entry moved to the tail of the order (LRU); mirror it.
+    pub moved_to_tail: bool,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit<H> {
+    /// The offset was already cached by this entry, which stays; the
+    /// newcomer was not taken.
+    Duplicate(H),
+    /// The newcomer was appended at the tail.
+    Inserted,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node<H> {
+    offset: u64,
+    handle: H,
+    prev: u32,
+    next: u32,
+}
+
+/// The cache core. Lookups cost O(1) whatever the number of entries.
+#[derive(Debug, Clone)]
+pub struct Cache<H: Copy> {
+    nodes: Vec<Node<H>>,
+    /// SIEVE's visited bits, by slot (kept apart so nodes stay 24 bytes).
+    visited: Vec<bool>,
+    free_head: u32,
+    head: u32,
+    tail: u32,
+    len: u32,
+    index: OffsetIndex,
+    max_entries: u32,
+    policy: Policy,
+    /// SIEVE's hand: the next candidate for eviction, NIL = start at head.
+    hand: u32,
+    stats: Stats,
+}
+
+impl<H: Copy> Cache<H> {
+    /// An empty cache. `max_entries` must be at least 1.
+    pub fn new(max_entries: u32, policy: Policy) -> Self {
+        assert!(max_entries >= 1, "max_entries must be positive");
+        Cache {
+            nodes: Vec::new(),
+            visited: Vec::new(),
+            free_head: NIL,
+            head: NIL,
+            tail: NIL,
+            len: 0,
+            index: OffsetIndex::new(),
+            max_entries,
+            policy,
+            hand: NIL,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Entries cached now.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The maximum the cache evicts down to.
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// The eviction policy in force.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Heap bytes held for the entries now cached (nodes, bits, index).
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node<H>>()
+            + self.visited.capacity()
+            + self.index.heap_bytes()
+    }
+
+    /// Handles in list order, head first.
+    pub fn handles(&self) -> Vec<H> {
+        let mut out = Vec::with_capacity(self.len as usize);
+        let mut cur = self.head;
+        while cur != NIL {
+            out.push(self.nodes[cur as usize].handle);
+            cur = self.nodes[cur as usize].next;
+        }
+        out
+    }
+
+    #[inline]
+    fn slot_of(&self, offset: u64) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.index.get(offset, |s| nodes[s as usize].offset)
+    }
+
+    /// True when `offset` is cached. Counts nothing, changes nothing.
+    pub fn contains(&self, offset: u64) -> bool {
+        self.slot_of(offset).is_some()
+    }
+
+    /// Looks `offset` up, counting a hit or a miss and applying the
+    /// policy's reaction to a hit.
+    #[inline]
+    pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
+        let Some(slot) = self.slot_of(offset) else {
+            self.stats.misses += 1;
+            return None;
+        };
+        self.stats.hits += 1;
+        let handle = self.nodes[slot as usize].handle;
+        let moved_to_tail = match self.policy {
+            Policy::Fifo => false,
+            Policy::Lru if slot != self.tail => {
+                self.unlink(slot);
+                self.link_tail(slot);
+                true
+            }
+            Policy::Lru => false,
+            Policy::Sieve => {
+                self.visited[slot as usize] = true;
+                false
+            }
+        };
+        Some(Hit {
+            handle,
+            moved_to_tail,
+        })
+    }
+
+    /// Commits `handle` under `offset`.
+    ///
+    /// A duplicate offset keeps the cached entry. Otherwise, when the cache
+    /// is full, entries are evicted (each passed to `on_evict` after it left
+    /// the cache) until there is room, skipping every entry for which
+    /// `in_use` is true; if all are in use the cache grows past its maximum
+    /// and shrinks back at later commits. The newcomer goes to the tail.
+    pub fn commit(
+        &mut self,
+        offset: u64,
+        handle: H,
+        in_use: impl FnMut(H) -> bool,
+        on_evict: impl FnMut(H),
+    ) -> Commit<H> {
+        self.stats.commits += 1;
+        if let Some(slot) = self.slot_of(offset) {
+            self.stats.duplicate_commits += 1;
+            return Commit::Duplicate(self.nodes[slot as usize].handle);
+        }
+        if self.len >= self.max_entries {
+            self.evict_down_to(self.max_entries - 1, in_use, on_evict);
+        }
+        let slot = self.alloc_slot(offset, handle);
+        let nodes = &self.nodes;
+        self.index.insert(offset, slot, |s| nodes[s as usize].offset);
+        self.link_tail(slot);
+        self.len += 1;
+        self.stats.peak_entries = self.stats.peak_entries.max(u64::from(self.len));
+        Commit::Inserted
+    }
+
+    /// Sets the maximum (at least 1) and evicts down to it, never an entry
+    /// `in_use` reports as in use.
+    pub fn set_max_entries(
+        &mut self,
+        max_entries: u32,
+        in_use: impl FnMut(H) -> bool,
+        on_evict: impl FnMut(H),
+    ) {
+        assert!(max_entries >= 1, "max_entries must be positive");
+        self.max_entries = max_entries;
+        self.evict_down_to(max_entries, in_use, on_evict);
+    }
+
+    /// Switches policy. The order is kept; policy state (visited bits, the
+    /// hand) starts afresh.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+        self.visited.fill(false);
+        self.hand = NIL;
+    }
+
+    /// Empties the cache, passing every handle to `f` in list order.
+    /// Counters are kept.
+    pub fn drain(&mut self, mut f: impl FnMut(H)) {
+        let mut cur = self.head;
+        while cur != NIL {
+            let node = self.nodes[cur as usize];
+            f(node.handle);
+            cur = node.next;
+        }
+        self.nodes.clear();
+        self.visited.clear();
+        self.index.clear();
+        self.free_head = NIL;
+        self.head = NIL;
+        self.tail = NIL;
+        self.hand = NIL;
+        self.len = 0;
+    }
+
+    fn evict_down_to(&mut self, target: u32, mut in_use: impl FnMut(H) -> bool, mut on_evict: impl FnMut(H)) {
+        if self.len <= target {
+            return;
+        }
+        match self.policy {
+            Policy::Fifo | Policy::Lru => {
+                let mut cur = self.head;
+                while self.len > target && cur != NIL {
+                    let node = self.nodes[cur as usize];
+                    if !in_use(node.handle) {
+                        self.remove_slot(cur);
+                        on_evict(node.handle);
+                    }
+                    cur = node.next;
+                }
+            }
+            Policy::Sieve => {
+                // Two laps always suffice: the first clears every visited
+                // bit it passes, the second finds each evictable entry.
+                let mut budget = 2 * u64::from(self.len) + 1;
+                let mut hand = self.hand;
+                while self.len > target && budget > 0 {
+                    budget -= 1;
+                    if hand == NIL {
+                        hand = self.head;
+                    }
+                    let node = self.nodes[hand as usize];
+                    let slot = hand;
+                    hand = node.next;
+                    if in_use(node.handle) {
+                        continue;
+                    }
+                    if self.visited[slot as usize] {
+                        self.visited[slot as usize] = false;
+                    } else {
+                        self.remove_slot(slot);
+                        on_evict(node.handle);
+                    }
+                }
+                self.hand = hand;
+            }
+        }
+    }
+
+    fn alloc_slot(&mut self, offset: u64, handle: H) -> u32 {
+        let node = Node {
+            offset,
+            handle,
+            prev: NIL,
+            next: NIL,
+        };
+        if self.free_head != NIL {
+            let slot = self.free_head;
+            self.free_head = self.nodes[slot as usize].next;
+            self.nodes[slot as usize] = node;
+            self.visited[slot as usize] = false;
+            slot
+        } else {
+            let slot = u32::try_from(self.nodes.len())
+                .ok()
+                .filter(|&s| s != NIL)
+                .expect("more than 2^32-1 cached tables");
+            self.nodes.push(node);
+            self.visited.push(false);
+            slot
+        }
+    }
+
+    /// Takes a slot out of the list and the index and frees it.
+    fn remove_slot(&mut self, slot: u32) {
+        if self.hand == slot {
+            self.hand = self.nodes[slot as usize].next;
+        }
+        self.unlink(slot);
+        let nodes = &self.nodes;
+        let offset = nodes[slot as usize].offset;
+        let removed = self.index.remove(offset, |s| nodes[s as usize].offset);
+        debug_assert!(removed);
+        self.visited[slot as usize] = false;
+        self.nodes[slot as usize].next = self.free_head;
+        self.free_head = slot;
+        self.len -= 1;
+        self.stats.evictions += 1;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Node { prev, next, .. } = self.nodes[slot as usize];
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    fn link_tail(&mut self, slot: u32) {
+        let tail = self.tail;
+        {
+            let node = &mut self.nodes[slot as usize];
+            node.prev = tail;
+            node.next = NIL;
+        }
+        match tail {
+            NIL => self.head = slot,
+            t => self.nodes[t as usize].next = slot,
+        }
+        self.tail = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Commits handle `h` under offset `h * 0x10000`.
+    fn commit(c: &mut Cache<u32>, h: u32, busy: &HashSet<u32>, evicted: &mut Vec<u32>) -> Commit<u32> {
+        c.commit(
+            u64::from(h) * 0x10000,
+            h,
+            |x| busy.contains(&x),
+            |x| evicted.push(x),
+        )
+    }
+
+    #[test]
+    fn fifo_evicts_oldest_first_and_ignores_hits() {
+        let mut c = Cache::new(3, Policy::Fifo);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            assert_eq!(commit(&mut c, h, &none, &mut ev), Commit::Inserted);
+        }
+        assert_eq!(
+            c.find(0x10000).unwrap(),
+            Hit {
+                handle: 1,
+                moved_to_tail: false
+            }
+        );
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![1]);
+        assert_eq!(c.handles(), vec![2, 3, 4]);
+        assert_eq!(c.stats().evictions, 1);
+        assert_eq!(c.stats().hits, 1);
+    }
+
+    #[test]
+    fn in_use_entries_are_skipped_then_cache_grows_and_shrinks_back() {
+        let mut c = Cache::new(2, Policy::Fifo);
+        let mut ev = vec![];
+        let mut busy: HashSet<u32> = [1, 2].into();
+        commit(&mut c, 1, &busy, &mut ev);
+        commit(&mut c, 2, &busy, &mut ev);
+        commit(&mut c, 3, &busy, &mut ev);
+        assert!(ev.is_empty(), "in-use entries must never be evicted");
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.stats().peak_entries, 3);
+        busy.clear();
+        commit(&mut c, 4, &busy, &mut ev);
+        // Evicts from the head until below max (2), then appends.
+        assert_eq!(ev, vec![1, 2]);
+        assert_eq!(c.handles(), vec![3, 4]);
+    }
+
+    #[test]
+    fn duplicate_commit_keeps_the_cached_entry() {
+        let mut c = Cache::new(4, Policy::Fifo);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        commit(&mut c, 7, &none, &mut ev);
+        let dup = c.commit(7 * 0x10000, 99, |_| false, |_| {});
+        assert_eq!(dup, Commit::Duplicate(7));
+        assert_eq!(c.handles(), vec![7]);
+        assert_eq!(c.stats().duplicate_commits, 1);
+        assert_eq!(c.stats().commits, 2);
+    }
+
+    #[test]
+    fn lru_moves_hits_to_the_tail() {
+        let mut c = Cache::new(3, Policy::Lru);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        assert!(c.find(0x10000).unwrap().moved_to_tail);
+        assert!(!c.find(0x10000).unwrap().moved_to_tail, "already the tail");
+        assert_eq!(c.handles(), vec![2, 3, 1]);
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![2]);
+    }
+
+    #[test]
+    fn sieve_spares_visited_entries_once() {
+        let mut c = Cache::new(3, Policy::Sieve);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        c.find(0x10000); // visit 1
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![2], "1 was visited, 2 was not");
+        assert_eq!(c.handles(), vec![1, 3, 4]);
+        commit(&mut c, 5, &none, &mut ev);
+        assert_eq!(ev, vec![2, 3], "the hand continues after 2");
+        commit(&mut c, 6, &none, &mut ev);
+        // New entries sit ahead of the hand: unvisited 4 goes next (SIEVE's
+        // quick demotion), before the hand wraps back to 1.
+        assert_eq!(ev, vec![2, 3, 4]);
+        assert_eq!(c.handles(), vec![1, 5, 6]);
+    }
+
+    #[test]
+    fn sieve_never_evicts_in_use_even_when_all_visited() {
+        let mut c = Cache::new(2, Policy::Sieve);
+        let mut ev = vec![];
+        let busy: HashSet<u32> = [1].into();
+        commit(&mut c, 1, &busy, &mut ev);
+        commit(&mut c, 2, &busy, &mut ev);
+        c.find(0x10000);
+        c.find(0x20000);
+        commit(&mut c, 3, &busy, &mut ev);
+        assert_eq!(ev, vec![2]);
+        let all: HashSet<u32> = [1, 3].into();
+        commit(&mut c, 4, &all, &mut ev);
+        assert_eq!(ev, vec![2], "everything in use: grow instead");
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn set_max_evicts_down_but_not_in_use() {
+        for policy in Policy::ALL {
+            let mut c = Cache::new(10, policy);
+            let mut ev = vec![];
+            let none = HashSet::new();
+            for h in 1..=10 {
+                commit(&mut c, h, &none, &mut ev);
+            }
+            let busy: HashSet<u32> = [1, 2, 3].into();
+            c.set_max_entries(2, |x| busy.contains(&x), |x| ev.push(x));
+            assert_eq!(c.len(), 3, "{policy:?}");
+            assert_eq!(c.handles(), vec![1, 2, 3], "{policy:?}");
+            assert_eq!(c.max_entries(), 2);
+        }
+    }
+
+    #[test]
+    fn drain_returns_list_order_and_empties() {
+        let mut c = Cache::new(8, Policy::Lru);
+        let none = HashSet::new();
+        let mut ev = vec![];
+        for h in 1..=5 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        c.find(0x20000);
+        let mut out = vec![];
+        c.drain(|h| out.push(h));
+        assert_eq!(out, vec![1, 3, 4, 5, 2]);
+        assert!(c.is_empty());
+        assert!(!c.contains(0x20000));
+        commit(&mut c, 9, &none, &mut ev);
+        assert_eq!(c.handles(), vec![9]);
+    }
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in Policy::ALL {
+            assert_eq!(Policy::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Policy::from_name("LRU"), None);
+    }
+
+    #[test]
+    fn large_cache_slots_are_reused() {
+        let mut c = Cache::new(1000, Policy::Fifo);
+        let none = HashSet::new();
+        let mut ev = vec![];
+        for h in 1..=5000 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        assert_eq!(c.len(), 1000);
+        assert_eq!(ev.len(), 4000);
+        assert_eq!(ev[..3], [1, 2, 3]);
+        assert!(c.contains(5000 * 0x10000));
+        assert!(!c.contains(4000 * 0x10000));
+        assert!(c.nodes.len() <= 1001, "slots are recycled");
+    }
+}

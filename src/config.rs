@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! Process-wide configuration from the environment, read once (SPEC §6).
+//!
+//! Every cache created by `qed_init_l2_cache` starts from these values; the
+//! C functions `qed_l2_cache_set_max_entries` and `qed_l2_cache_set_policy`
+//! change one cache afterwards. An invalid value is reported once on stderr,
+//! naming the variable and the value, and the default is used.
+
+use crate::cache::Policy;
+use once_cell::sync::Lazy;
+use std::ffi::OsString;
+
+/// Default maximum number of cached tables: QEMU's `MAX_L2_CACHE_SIZE`.
+pub const DEFAULT_MAX_ENTRIES: u32 = 50;
+
+/// What to do when a caller misuses the API (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMisuse {
+    /// Print one line and `abort()`.
+    Abort,
+    /// Print one line, refuse the call, let the caller go on.
+    Warn,
+}
+
+/// The settings read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `QED_L2_CACHE_SIZE`.
+    pub max_entries: u32,
+    /// `QED_L2_CACHE_POLICY`.
+    pub policy: Policy,
+    /// `QED_L2_CACHE_ON_MISUSE`.
+    pub on_misuse: OnMisuse,
+    /// `QED_L2_CACHE_TRACE`.
+    pub trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            policy: Policy::Fifo,
+            on_misuse: OnMisuse::Abort,
+            trace: false,
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `var` (the environment, or a stand-in
+    /// in tests), reporting every invalid value through `report`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>, mut report: impl FnMut(String)) -> Config {
+        let defaults = Config::default();
+        let mut read = |name, expected, parse: &dyn Fn(&str) -> Option<u32>| {
+            setting(&var, &mut report, name, expected, parse)
+        };
+        let max_entries = read(
+            "QED_L2_CACHE_SIZE",
+            "expected a positive integer below 2^32 (default 50)",
+            &|s| s.trim().parse::<u32>().ok().filter(|&n| n > 0),
+        );
+        let policy = read(
+            "QED_L2_CACHE_POLICY",
+            "expected fifo, lru or sieve (default fifo)",
+            &|s| Policy::ALL.iter().position(|p| p.name() == s).map(|i| i as u32),
+        );
+        let on_misuse = read(
+            "QED_L2_CACHE_ON_MISUSE",
+            "expected abort or warn (default abort)",
+            &|s| ["abort", "warn"].iter().position(|&v| v == s).map(|i| i as u32),
+        );
+        let trace = read(
+            "QED_L2_CACHE_TRACE",
+            "expected 1 (on) or 0 (off, the default)",
+            &|s| {
+                ["0", "1", ""]
+                    .iter()
+                    .position(|&v| v == s)
+                    .map(|i| (i == 1) as u32)
+            },
+        );
+        Config {
+            max_entries: max_entries.unwrap_or(defaults.max_entries),
+            policy: policy.map_or(defaults.policy, |i| Policy::ALL[i as usize]),
+            on_misuse: match on_misuse {
+                Some(1) => OnMisuse::Warn,
+                Some(_) => OnMisuse::Abort,
+                None => defaults.on_misuse,
+            },
+            trace: trace.map_or(defaults.trace, |t| t == 1),
+        }
+    }
+}
+
+/// Reads one variable; an unset variable is `None` silently, an invalid one
+/// is `None` after one line through `report`.
+fn setting(
+    var: &dyn Fn(&str) -> Option<OsString>,
+    report: &mut dyn FnMut(String),
+    name: &str,
+    expected: &str,
+    parse: &dyn Fn(&str) -> Option<u32>,
+) -> Option<u32> {
+    let value = var(name)?;
+    let parsed = value.to_str().and_then(parse);
+    if parsed.is_none() {
+        report(format!(
+            "qed-l2-cache: ignoring {name}=\"{}\": {expected}; using the default",
+            value.to_string_lossy()
+        ));
+    }
+    parsed
+}
+
+static CONFIG: Lazy<Config> =
+    Lazy::new(|| Config::from_vars(|name| std::env::var_os(name), |line| eprintln!("{line}")));
+
+/// The process-wide configuration; the environment is read on first use.
+#[inline]
+pub fn get() -> &'static Config {
+    &CONFIG
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let env: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        let mut lines = vec![];
+        let config = Config::from_vars(|k| env.get(k).cloned(), |l| lines.push(l));
+        (config, lines)
+    }
+
+    #[test]
+    fn defaults_without_environment() {
+        let (config, lines) = parse(&[]);
+        assert_eq!(config, Config::default());
+        assert_eq!(config.max_entries, 50);
+        assert!(lines.is_empty());
+    }
+
+    #[test]
+    fn valid_values_are_taken() {
+        let (config, lines) = parse(&[
+            ("QED_L2_CACHE_SIZE", "1024"),
+            ("QED_L2_CACHE_POLICY", "sieve"),
+            ("QED_L2_CACHE_ON_MISUSE", "warn"),
+            ("QED_L2_CACHE_TRACE", "1"),
+        ]);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(config.max_entries, 1024);
+        assert_eq!(config.policy, Policy::Sieve);
+        assert_eq!(config.on_misuse, OnMisuse::Warn);
+        assert!(config.trace);
+    }
+
+    #[test]
+    fn invalid_values_are_named_once_and_defaulted() {
+        let (config, lines) = parse(&[
+            ("QED_L2_CACHE_SIZE", "0"),
+            ("QED_L2_CACHE_POLICY", "random"),
+            ("QED_L2_CACHE_ON_MISUSE", "ignore"),
+            ("QED_L2_CACHE_TRACE", "yes"),
+        ]);
+        assert_eq!(config, Config::default());
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0].contains("QED_L2_CACHE_SIZE=\"0\""), "{}", lines[0]);
+        assert!(
+            lines[1].contains("QED_L2_CACHE_POLICY=\"random\""),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("QED_L2_CACHE_ON_MISUSE=\"ignore\""));
+        assert!(lines[3].contains("QED_L2_CACHE_TRACE=\"yes\""));
+        let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "-5")]);
+        assert_eq!(lines.len(), 1);
+        let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "99999999999")]);
+        assert_eq!(lines.len(), 1);
+    }
+}

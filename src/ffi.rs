@@ -1,0 +1,626 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The exported C functions. Each one runs inside a panic boundary,
+//! checks its pointers, converts them, calls the safe core
+//! ([`crate::cache::Cache`]) and mirrors what the core changed onto the
+//! C-visible list (through [`crate::abi`]).
+
+use crate::abi::{
+    qtailq_clear_links, qtailq_init, qtailq_insert_tail, qtailq_remove, CachedL2Table, L2TableCache,
+};
+use crate::cache::{Cache, Commit, Policy};
+use crate::config;
+use crate::diag::{misuse, trace, tracing, Refused, P};
+use crate::entry::{Checked, EntryPtr};
+use crate::registry::{self, CacheState};
+use std::ffi::{c_char, c_uint};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::{null_mut, NonNull};
+
+/// An eviction policy, for `qed_l2_cache_set_policy`: one of the
+/// `QED_L2_CACHE_POLICY_*` values.
+pub type QedL2CachePolicy = u32;
+
+/// Insertion order; hits change nothing. The default, exactly QEMU's
+/// original behaviour.
+pub const QED_L2_CACHE_POLICY_FIFO: QedL2CachePolicy = 0;
+/// Least recently used: a hit moves the entry to the tail of the list.
+pub const QED_L2_CACHE_POLICY_LRU: QedL2CachePolicy = 1;
+/// SIEVE: a hit marks the entry visited; eviction sweeps a hand from the
+/// head, sparing visited entries once.
+pub const QED_L2_CACHE_POLICY_SIEVE: QedL2CachePolicy = 2;
+
+/// What a cache counted since `qed_init_l2_cache`
+/// (filled by `qed_l2_cache_get_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QedL2CacheStats {
+    /// `qed_find_l2_cache_entry` calls that returned an entry.
+    pub hits: u64,
+    /// `qed_find_l2_cache_entry` calls that returned NULL.
+    pub misses: u64,
+    /// `qed_commit_l2_cache_entry` calls accepted, duplicates included.
+    pub commits: u64,
+    /// Commits whose offset was already cached (the cached entry stayed).
+    pub duplicate_commits: u64,
+    /// Entries evicted to make room or to honour a lower maximum.
+    pub evictions: u64,
+    /// The most entries the cache held at once.
+    pub peak_entries: u64,
+}
+
+/// Runs `f`; a Rust panic must never unwind into C, so it aborts instead.
+fn boundary<R>(function: &str, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => {
+            eprintln!("qed-l2-cache: {function}: internal error (Rust panic); aborting");
+            std::process::abort()
+        }
+    }
+}
+
+/// The hidden state of an initialised cache.
+///
+/// # Safety
+/// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
+/// bytes) that no other thread uses during the call.
+unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<&'a mut CacheState, Refused> {
+    if l2_cache.is_null() {
+        return Err(misuse(function, format_args!("l2_cache is NULL")));
+    }
+    if !l2_cache.is_aligned() {
+        return Err(misuse(
+            function,
+            format_args!("l2_cache {}: misaligned pointer", P(l2_cache)),
+        ));
+    }
+    // SAFETY: non-null and aligned, readable per the caller's guarantee.
+    let number = unsafe { (*l2_cache).handle };
+    match registry::lookup(number, l2_cache as usize) {
+        // SAFETY: the state is live while the cache is initialised, and
+        // calls on one cache are serialized by the caller (SPEC §4).
+        Some(state) => Ok(unsafe { &mut *state }),
+        None => Err(misuse(
+            function,
+            format_args!(
+                "l2_cache {}: not initialised, or already freed (call qed_init_l2_cache first)",
+                P(l2_cache)
+            ),
+        )),
+    }
+}
+
+/// A live entry from a pointer C passed in.
+///
+/// # Safety
+/// `entry`, if not NULL, must point to readable memory (see
+/// [`EntryPtr::check`]).
+unsafe fn live_entry(function: &str, entry: *mut CachedL2Table) -> Result<EntryPtr, Refused> {
+    let Some(p) = NonNull::new(entry) else {
+        return Err(misuse(function, format_args!("entry is NULL")));
+    };
+    // SAFETY: non-null, readable per the caller's guarantee.
+    match unsafe { EntryPtr::check(p) } {
+        Checked::Live(e) => Ok(e),
+        Checked::Released => Err(misuse(
+            function,
+            format_args!(
+                "entry {}: already released (its last reference was dropped)",
+                P(entry)
+            ),
+        )),
+        Checked::Foreign => Err(misuse(
+            function,
+            format_args!("entry {}: not allocated by qed_alloc_l2_cache_entry", P(entry)),
+        )),
+    }
+}
+
+/// Drops one reference, releasing the entry (and its table) at zero.
+fn drop_ref(e: EntryPtr) {
+    let refs = e.refs() - 1;
+    e.set_refs(refs);
+    if tracing() {
+        trace(
+            "qed_unref_l2_cache_entry",
+            format_args!("entry {} ref {}", P(e.as_c()), refs),
+        );
+    }
+    if refs == 0 {
+        // SAFETY: the last reference is gone and the entry is on no list.
+        unsafe { e.release() };
+    }
+}
+
+fn in_use(e: EntryPtr) -> bool {
+    e.refs() > 1
+}
+
+/// Takes an entry the core evicted off the C list and drops the cache's
+/// reference.
+///
+/// # Safety
+/// `l2_cache` must be the initialised cache whose list holds `e`.
+unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
+    // SAFETY: per the caller's guarantee `e` is on this list.
+    unsafe { qtailq_remove(l2_cache, e.as_c()) };
+    e.set_cached(false);
+    if tracing() {
+        trace(
+            "qed_evict_l2_cache_entry",
+            format_args!(
+                "l2_cache {} entry {} offset {}",
+                P(l2_cache),
+                P(e.as_c()),
+                e.offset()
+            ),
+        );
+    }
+    drop_ref(e);
+}
+
+/// Copies the core's entry count into the C struct.
+///
+/// # Safety
+/// `l2_cache` must be valid and writable.
+unsafe fn sync_count(l2_cache: *mut L2TableCache, core: &Cache<EntryPtr>) {
+    // SAFETY: per the caller's guarantee.
+    unsafe { (*l2_cache).n_entries = core.len() };
+}
+
+/// Initialize an L2 table cache embedded in the caller's state.
+///
+/// Parameters: `l2_cache`, the caller's `L2TableCache` (its contents may be
+/// anything, typically zeroes).
+///
+/// Afterwards `l2_cache->entries` is an empty QTAILQ and `n_entries` is 0;
+/// the maximum and the policy come from `QED_L2_CACHE_SIZE` and
+/// `QED_L2_CACHE_POLICY` (default 50, fifo). May be called again on the
+/// same address after `qed_free_l2_cache`, also after the caller zeroed the
+/// struct. Calling it on a cache that was never freed frees that cache's
+/// unused entries first (entries requests still hold stay alive).
+///
+/// Memory and lifetimes: the library keeps hidden state for the cache until
+/// `qed_free_l2_cache`; the struct must not be moved or copied meanwhile.
+///
+/// # Safety
+/// `l2_cache` must point to a writable `L2TableCache` that no other thread
+/// uses during the call.
+#[no_mangle]
+pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
+    const F: &str = "qed_init_l2_cache";
+    boundary(F, || {
+        if l2_cache.is_null() {
+            misuse(F, format_args!("l2_cache is NULL"));
+            return;
+        }
+        if !l2_cache.is_aligned() {
+            misuse(F, format_args!("l2_cache {}: misaligned pointer", P(l2_cache)));
+            return;
+        }
+        if let Some(stale) = registry::number_at(l2_cache as usize).and_then(registry::unregister) {
+            // The address held a cache that was never freed (its memory may
+            // have been reused since): drop that state without touching
+            // the struct's old contents.
+            let mut stale = stale;
+            stale.core.drain(detach);
+        }
+        let cfg = config::get();
+        let state = Box::new(CacheState {
+            owner: l2_cache as usize,
+            core: Cache::new(cfg.max_entries, cfg.policy),
+        });
+        let Some(number) = registry::register(state) else {
+            misuse(
+                F,
+                format_args!("l2_cache {}: too many caches initialised at once", P(l2_cache)),
+            );
+            return;
+        };
+        // SAFETY: non-null, aligned and writable per the caller's guarantee.
+        unsafe {
+            qtailq_init(l2_cache);
+            (*l2_cache).n_entries = 0;
+            (*l2_cache).handle = number;
+        }
+    })
+}
+
+/// Takes an entry off a list that is being discarded whole, dropping the
+/// cache's reference (no trace line, as in QEMU's original).
+fn detach(e: EntryPtr) {
+    // SAFETY: `e` is live; its list is discarded, so its links are stale.
+    unsafe { qtailq_clear_links(e.as_c()) };
+    e.set_cached(false);
+    let refs = e.refs() - 1;
+    e.set_refs(refs);
+    if refs == 0 {
+        // SAFETY: last reference gone, on no list.
+        unsafe { e.release() };
+    }
+}
+
+/// Free an L2 table cache and every table it holds.
+///
+/// Parameters: `l2_cache`, an initialised cache.
+///
+/// Every cached entry is released with its table (`free()`), and the cache
+/// is left empty (`entries` an empty QTAILQ, `n_entries` 0) and no longer
+/// initialised: call `qed_init_l2_cache` before using it again.
+///
+/// Memory and lifetimes: entries that requests still reference are a
+/// misuse (reported; fatal unless `QED_L2_CACHE_ON_MISUSE=warn`); they
+/// leave the cache but stay alive until their last
+/// `qed_unref_l2_cache_entry`.
+///
+/// # Safety
+/// `l2_cache` must point to an `L2TableCache` that no other thread uses
+/// during the call.
+#[no_mangle]
+pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
+    const F: &str = "qed_free_l2_cache";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        let entries = state.core.handles();
+        let held = entries.iter().filter(|&&e| in_use(e)).count();
+        if tracing() {
+            trace(
+                "qed_free_l2_cache",
+                format_args!(
+                    "l2_cache {} entries {} in_use {}",
+                    P(l2_cache),
+                    entries.len(),
+                    held
+                ),
+            );
+        }
+        if held > 0 {
+            misuse(
+                F,
+                format_args!(
+                    "l2_cache {}: {held} of {} entries are still referenced by requests; they leave \
+                     the cache and stay alive until their last qed_unref_l2_cache_entry",
+                    P(l2_cache),
+                    entries.len()
+                ),
+            );
+        }
+        // SAFETY: the cache is initialised, so the handle names its state.
+        let number = unsafe { (*l2_cache).handle };
+        if let Some(mut state) = registry::unregister(number) {
+            state.core.drain(detach);
+        }
+        // SAFETY: `l2_cache` is valid and writable per the contract.
+        unsafe {
+            qtailq_init(l2_cache);
+            (*l2_cache).n_entries = 0;
+            (*l2_cache).handle = 0;
+        }
+    })
+}
+
+/// Allocate a new, uncached entry.
+///
+/// Parameters: `l2_cache`, the cache the entry is meant for (only used in
+/// trace output; it is not dereferenced).
+///
+/// Returns: a zeroed entry (`table` NULL, `offset` 0) with `ref` 1, owned by
+/// the caller and on no list. Never NULL: out of memory aborts.
+///
+/// Memory and lifetimes: set `table` to memory from an aligned allocator
+/// that `free()` releases, and `offset`; then either
+/// `qed_commit_l2_cache_entry` it or `qed_unref_l2_cache_entry` it.
+///
+/// # Safety
+/// None beyond the C signature: `l2_cache` is only printed.
+#[no_mangle]
+pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -> *mut CachedL2Table {
+    boundary("qed_alloc_l2_cache_entry", || {
+        let e = EntryPtr::alloc();
+        if tracing() {
+            trace(
+                "qed_alloc_l2_cache_entry",
+                format_args!("l2_cache {} entry {}", P(l2_cache), P(e.as_c())),
+            );
+        }
+        e.as_c()
+    })
+}
+
+/// Drop one reference to an entry.
+///
+/// Parameters: `entry`, an entry from `qed_alloc_l2_cache_entry` or
+/// `qed_find_l2_cache_entry`, or NULL (then nothing happens).
+///
+/// Memory and lifetimes: at zero references the entry and its `table`
+/// (with `free()`) are released. Dropping a reference you do not hold
+/// (double unref), or the cache's own, is a misuse.
+///
+/// # Safety
+/// `entry` must be NULL or a pointer to readable memory; calls on entries of
+/// one cache are serialized by the caller's lock.
+#[no_mangle]
+pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
+    const F: &str = "qed_unref_l2_cache_entry";
+    boundary(F, || {
+        let Some(p) = NonNull::new(entry) else { return };
+        // SAFETY: non-null, readable per this function's contract.
+        let e = match unsafe { EntryPtr::check(p) } {
+            Checked::Live(e) => e,
+            Checked::Released => {
+                misuse(
+                    F,
+                    format_args!(
+                        "entry {}: double unref: the entry has no references left",
+                        P(entry)
+                    ),
+                );
+                return;
+            }
+            Checked::Foreign => {
+                misuse(
+                    F,
+                    format_args!("entry {}: not allocated by qed_alloc_l2_cache_entry", P(entry)),
+                );
+                return;
+            }
+        };
+        let refs = e.refs();
+        if refs < 1 || (refs == 1 && e.is_cached()) {
+            misuse(
+                F,
+                format_args!(
+                    "entry {}: unref of a reference the caller does not hold (ref {refs}{}); double unref?",
+                    P(entry),
+                    if e.is_cached() { ", the cache's own" } else { "" }
+                ),
+            );
+            return;
+        }
+        drop_ref(e);
+    })
+}
+
+/// Look an L2 table up by its offset in the image file.
+///
+/// Parameters: `l2_cache`, an initialised cache; `offset`, the table's
+/// byte offset in the image file.
+///
+/// Returns: the cached entry with one more reference, which the caller
+/// drops with `qed_unref_l2_cache_entry`; NULL when the table is not
+/// cached (satisfy the miss with alloc, read, commit, find).
+///
+/// Locking: called with the caller's table lock held. O(1) whatever the
+/// number of cached tables; no allocation.
+///
+/// # Safety
+/// `l2_cache` must point to an `L2TableCache` that no other thread uses
+/// during the call.
+#[no_mangle]
+pub unsafe extern "C" fn qed_find_l2_cache_entry(
+    l2_cache: *mut L2TableCache,
+    offset: u64,
+) -> *mut CachedL2Table {
+    const F: &str = "qed_find_l2_cache_entry";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return null_mut();
+        };
+        let Some(hit) = state.core.find(offset) else {
+            return null_mut();
+        };
+        let e = hit.handle;
+        if hit.moved_to_tail {
+            // SAFETY: `e` is on this cache's list (the core says so).
+            unsafe {
+                qtailq_remove(l2_cache, e.as_c());
+                qtailq_insert_tail(l2_cache, e.as_c());
+            }
+        }
+        if tracing() {
+            trace(
+                "qed_find_l2_cache_entry",
+                format_args!(
+                    "l2_cache {} entry {} offset {} ref {}",
+                    P(l2_cache),
+                    P(e.as_c()),
+                    offset,
+                    e.refs()
+                ),
+            );
+        }
+        e.set_refs(e.refs() + 1);
+        e.as_c()
+    })
+}
+
+/// Commit an entry into the cache, taking over one reference from the
+/// caller.
+///
+/// Parameters: `l2_cache`, an initialised cache; `l2_table`, an entry from
+/// `qed_alloc_l2_cache_entry` with `table` and a non-zero `offset` set,
+/// not already cached.
+///
+/// If the offset is already cached, the cached entry stays and `l2_table`
+/// loses the reference (released if it was its last). Otherwise, when the
+/// cache is full, entries only the cache references are evicted (per the
+/// policy) until there is room, and `l2_table` is appended at the tail.
+/// Entries that requests still reference are never evicted: if all are in
+/// use the cache grows past its maximum and shrinks back later.
+///
+/// Memory and lifetimes: the caller's reference now belongs to the cache;
+/// call `qed_find_l2_cache_entry` to get one back.
+///
+/// # Safety
+/// `l2_cache` must point to an `L2TableCache` and `l2_table` to readable
+/// memory, neither used by another thread during the call.
+#[no_mangle]
+pub unsafe extern "C" fn qed_commit_l2_cache_entry(
+    l2_cache: *mut L2TableCache,
+    l2_table: *mut CachedL2Table,
+) {
+    const F: &str = "qed_commit_l2_cache_entry";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        // SAFETY: per this function's contract.
+        let Ok(e) = (unsafe { live_entry(F, l2_table) }) else {
+            return;
+        };
+        if e.is_cached() {
+            misuse(
+                F,
+                format_args!("entry {}: already cached (committed twice?)", P(l2_table)),
+            );
+            return;
+        }
+        if e.offset() == 0 {
+            misuse(
+                F,
+                format_args!(
+                    "entry {}: offset is 0 (set the table's offset before committing)",
+                    P(l2_table)
+                ),
+            );
+            return;
+        }
+        let outcome = state.core.commit(e.offset(), e, in_use, |victim| {
+            // SAFETY: the core just took `victim` off this cache.
+            unsafe { evict(l2_cache, victim) }
+        });
+        match outcome {
+            Commit::Duplicate(cached) => {
+                if tracing() {
+                    // QEMU's original looks the offset up (find, then unref).
+                    let (c, refs) = (P(cached.as_c()), cached.refs());
+                    trace(
+                        "qed_find_l2_cache_entry",
+                        format_args!(
+                            "l2_cache {} entry {c} offset {} ref {refs}",
+                            P(l2_cache),
+                            e.offset()
+                        ),
+                    );
+                    trace("qed_unref_l2_cache_entry", format_args!("entry {c} ref {refs}"));
+                }
+                drop_ref(e);
+            }
+            Commit::Inserted => {
+                e.set_cached(true);
+                // SAFETY: `e` is on no list (not cached), the cache is valid.
+                unsafe { qtailq_insert_tail(l2_cache, e.as_c()) };
+            }
+        }
+        // SAFETY: valid and writable per the contract.
+        unsafe { sync_count(l2_cache, &state.core) };
+    })
+}
+
+/// Set the maximum number of cached tables (extension).
+///
+/// Parameters: `l2_cache`, an initialised cache; `max`, at least 1.
+///
+/// Entries only the cache references are evicted down to `max` at once;
+/// entries that requests hold stay until a later commit can evict them.
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCache, max: c_uint) {
+    const F: &str = "qed_l2_cache_set_max_entries";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        if max == 0 {
+            misuse(
+                F,
+                format_args!("l2_cache {}: max must be at least 1", P(l2_cache)),
+            );
+            return;
+        }
+        state.core.set_max_entries(max, in_use, |victim| {
+            // SAFETY: the core just took `victim` off this cache.
+            unsafe { evict(l2_cache, victim) }
+        });
+        // SAFETY: valid and writable per the contract.
+        unsafe { sync_count(l2_cache, &state.core) };
+    })
+}
+
+/// Set the eviction policy (extension).
+///
+/// Parameters: `l2_cache`, an initialised cache; `policy`, one of
+/// `QED_L2_CACHE_POLICY_FIFO`, `_LRU`, `_SIEVE`.
+///
+/// The cached entries and their order are kept.
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, policy: QedL2CachePolicy) {
+    const F: &str = "qed_l2_cache_set_policy";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        match Policy::ALL.get(policy as usize) {
+            Some(&p) => state.core.set_policy(p),
+            None => {
+                misuse(
+                    F,
+                    format_args!("l2_cache {}: unknown policy {policy}", P(l2_cache)),
+                );
+            }
+        }
+    })
+}
+
+/// Read a cache's counters (extension).
+///
+/// Parameters: `l2_cache`, an initialised cache; `stats`, filled on return.
+///
+/// # Safety
+/// `l2_cache` as for `qed_commit_l2_cache_entry`; `stats` must be NULL
+/// (a misuse) or point to a writable `QedL2CacheStats`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, stats: *mut QedL2CacheStats) {
+    const F: &str = "qed_l2_cache_get_stats";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        if stats.is_null() {
+            misuse(F, format_args!("l2_cache {}: stats is NULL", P(l2_cache)));
+            return;
+        }
+        let s = state.core.stats();
+        let out = QedL2CacheStats {
+            hits: s.hits,
+            misses: s.misses,
+            commits: s.commits,
+            duplicate_commits: s.duplicate_commits,
+            evictions: s.evictions,
+            peak_entries: s.peak_entries,
+        };
+        // SAFETY: non-null and writable per the contract.
+        unsafe { stats.write_unaligned(out) };
+    })
+}
+
+/// The library version, "MAJOR.MINOR.PATCH" (from Cargo.toml).
+///
+/// Returns: a static NUL-terminated string; do not free it.
+#[no_mangle]
+pub extern "C" fn qed_l2_cache_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Shared helpers for the C tests: entry creation the way QEMU's QED driver
+ * does it, and a checker for every QTAILQ rule of SPEC §2.
+ */
+#ifndef QED_L2_CACHE_TEST_HELPERS_H
+#define QED_L2_CACHE_TEST_HELPERS_H
+
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qed_l2_cache.h"
+
+/* Bytes of one test table (QEMU's default: 4 clusters of 64 KiB; small here). */
+#define TEST_TABLE_SIZE 4096
+
+/* Offset of the i-th test table (cluster-aligned, never 0). */
+static inline uint64_t table_offset(unsigned i)
+{
+    return (uint64_t)(i + 1) * 0x10000;
+}
+
+/* alloc + table + offset, as qed_read_l2_table() does before commit. */
+static inline CachedL2Table *new_entry(L2TableCache *cache, uint64_t offset)
+{
+    CachedL2Table *e = qed_alloc_l2_cache_entry(cache);
+    g_assert_nonnull(e);
+    e->table = aligned_alloc(512, TEST_TABLE_SIZE);
+    g_assert_nonnull(e->table);
+    memset(e->table, 0, TEST_TABLE_SIZE);
+    e->offset = offset;
+    return e;
+}
+
+/*
+ * Checks every link of SPEC §2 and n_entries; returns the number of
+ * elements. Fails the test on the first broken rule.
+ */
+static inline unsigned check_list(L2TableCache *cache)
+{
+    QTailQLink *head = &cache->entries.tqh_circ;
+    QTailQLink *expect_prev = head;
+    CachedL2Table *e = cache->entries.tqh_first;
+    unsigned n = 0;
+
+    while (e) {
+        g_assert_true(e->node.tqe_circ.tql_prev == expect_prev);
+        g_assert_true(e->node.tqe_circ.tql_next == (void *)e->node.tqe_next);
+        g_assert_cmpint(e->ref, >=, 1);
+        expect_prev = &e->node.tqe_circ;
+        e = e->node.tqe_next;
+        n++;
+        g_assert_cmpuint(n, <=, 10000000u);
+    }
+    g_assert_true(head->tql_prev == expect_prev);
+    g_assert_cmpuint(cache->n_entries, ==, n);
+    return n;
+}
+
+/* True when the entry is off every list (QEMU's QTAILQ_IN_USE is false). */
+static inline gboolean entry_unlinked(const CachedL2Table *e)
+{
+    return e->node.tqe_next == NULL && e->node.tqe_circ.tql_next == NULL &&
+           e->node.tqe_circ.tql_prev == NULL;
+}
+
+#endif

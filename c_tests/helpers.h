@@ -65,4 +65,40 @@ static inline gboolean entry_unlinked(const CachedL2Table *e)
            e->node.tqe_circ.tql_prev == NULL;
 }
 
+/* The i-th element in list order (0 = head), or NULL past the tail. */
+static inline CachedL2Table *nth_entry(L2TableCache *cache, unsigned i)
+{
+    CachedL2Table *e = cache->entries.tqh_first;
+    while (e && i--) {
+        e = e->node.tqe_next;
+    }
+    return e;
+}
+
+/*
+ * Walks the list (checking it with check_list) and stores the offsets in
+ * list order in out[0..max); returns the number of elements.
+ */
+static inline unsigned list_offsets(L2TableCache *cache, uint64_t *out, unsigned max)
+{
+    unsigned n = check_list(cache), i = 0;
+    for (CachedL2Table *e = cache->entries.tqh_first; e; e = e->node.tqe_next, i++) {
+        if (i < max) {
+            out[i] = e->offset;
+        }
+    }
+    return n;
+}
+
+/* The element with that offset, found by walking the list (refs untouched). */
+static inline CachedL2Table *list_lookup(L2TableCache *cache, uint64_t offset)
+{
+    for (CachedL2Table *e = cache->entries.tqh_first; e; e = e->node.tqe_next) {
+        if (e->offset == offset) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
 #endif

@@ -172,12 +172,16 @@ typedef struct QedL2CacheStats {
 
 /**
  * Least recently used: a hit moves the entry to the tail of the list.
+ * Hits on the entry committed last, until another entry is committed, do
+ * not count (they belong to the miss that brought it in: the find after
+ * commit, or a sequential scan of that table).
  */
 #define QED_L2_CACHE_POLICY_LRU 1
 
 /**
  * SIEVE: a hit marks the entry visited; eviction sweeps a hand from the
- * head, sparing visited entries once.
+ * head, sparing visited entries once. Hits on the entry committed last,
+ * until another entry is committed, do not mark it (as for LRU).
  */
 #define QED_L2_CACHE_POLICY_SIEVE 2
 
@@ -231,7 +235,9 @@ void qed_free_l2_cache(struct L2TableCache *l2_cache);
  * Allocate a new, uncached entry.
  *
  * Parameters: `l2_cache`, the cache the entry is meant for (only used in
- * trace output; it is not dereferenced).
+ * trace output; it is not dereferenced). NULL is a misuse; with
+ * `QED_L2_CACHE_ON_MISUSE=warn` the entry is still allocated, since this
+ * function never returns NULL.
  *
  * Returns: a zeroed entry (`table` NULL, `offset` 0) with `ref` 1, owned by
  * the caller and on no list. Never NULL: out of memory aborts.

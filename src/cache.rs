@@ -13,14 +13,25 @@ const NIL: u32 = u32::MAX;
 
 /// Eviction policy. The in-use rule (an entry a request still references is
 /// never evicted) holds in every one of them.
+///
+/// LRU and SIEVE share one twist, the *fresh entry*: the entry inserted by
+/// the latest commit, for as long as no other entry has been inserted since
+/// (duplicate commits insert nothing). A hit on the fresh entry is part of
+/// the miss that brought it in, not a reuse: it neither moves the entry
+/// (LRU) nor marks it visited (SIEVE). QEMU's read path finds every table
+/// right after committing it, and a sequential scan (a backup) hits the
+/// table it just read thousands of times before moving on; without the
+/// twist SIEVE would mark every new entry visited and degrade to CLOCK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Insertion order, hits change nothing: exactly QEMU's original.
     Fifo,
-    /// Least recently used: a hit moves the entry to the tail.
+    /// Least recently used: a hit (except on the fresh entry) moves the
+    /// entry to the tail.
     Lru,
-    /// SIEVE (NSDI '24): a hit sets a visited bit; a hand walks from the head,
-    /// clearing visited bits and evicting the first unvisited entry.
+    /// SIEVE (NSDI '24): a hit (except on the fresh entry) sets a visited
+    /// bit; a hand walks from the head towards the tail, clearing visited
+    /// bits and evicting the first unvisited entry, and wraps to the head.
     Sieve,
 }
 
@@ -102,6 +113,8 @@ pub struct Cache<H: Copy> {
     policy: Policy,
     /// SIEVE's hand: the next candidate for eviction, NIL = start at head.
     hand: u32,
+    /// The fresh entry (see [`Policy`]), NIL when there is none.
+    fresh: u32,
     stats: Stats,
 }
 
@@ -120,6 +133,7 @@ impl<H: Copy> Cache<H> {
             max_entries,
             policy,
             hand: NIL,
+            fresh: NIL,
             stats: Stats::default(),
         }
     }
@@ -179,7 +193,7 @@ impl<H: Copy> Cache<H> {
     }
 
     /// Looks `offset` up, counting a hit or a miss and applying the
-    /// policy's reaction to a hit.
+    /// policy's reaction to a hit (none for the fresh entry).
     #[inline]
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
         let Some(slot) = self.slot_of(offset) else {
@@ -190,6 +204,7 @@ impl<H: Copy> Cache<H> {
         let handle = self.nodes[slot as usize].handle;
         let moved_to_tail = match self.policy {
             Policy::Fifo => false,
+            _ if slot == self.fresh => false,
             Policy::Lru if slot != self.tail => {
                 self.unlink(slot);
                 self.link_tail(slot);
@@ -213,7 +228,8 @@ impl<H: Copy> Cache<H> {
     /// is full, entries are evicted (each passed to `on_evict` after it left
     /// the cache) until there is room, skipping every entry for which
     /// `in_use` is true; if all are in use the cache grows past its maximum
-    /// and shrinks back at later commits. The newcomer goes to the tail.
+    /// and shrinks back at later commits. The newcomer goes to the tail and
+    /// becomes the fresh entry.
     pub fn commit(
         &mut self,
         offset: u64,
@@ -233,6 +249,7 @@ impl<H: Copy> Cache<H> {
         let nodes = &self.nodes;
         self.index.insert(offset, slot, |s| nodes[s as usize].offset);
         self.link_tail(slot);
+        self.fresh = slot;
         self.len += 1;
         self.stats.peak_entries = self.stats.peak_entries.max(u64::from(self.len));
         Commit::Inserted
@@ -251,8 +268,8 @@ impl<H: Copy> Cache<H> {
         self.evict_down_to(max_entries, in_use, on_evict);
     }
 
-    /// Switches policy. The order is kept; policy state (visited bits, the
-    /// hand) starts afresh.
+    /// Switches policy. The order and the fresh entry are kept; SIEVE's
+    /// state (visited bits, the hand) starts afresh.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
         self.visited.fill(false);
@@ -275,6 +292,7 @@ impl<H: Copy> Cache<H> {
         self.head = NIL;
         self.tail = NIL;
         self.hand = NIL;
+        self.fresh = NIL;
         self.len = 0;
     }
 
@@ -340,16 +358,38 @@ impl<H: Copy> Cache<H> {
                 .ok()
                 .filter(|&s| s != NIL)
                 .expect("more than 2^32-1 cached tables");
+            self.reserve_slot();
             self.nodes.push(node);
             self.visited.push(false);
             slot
         }
     }
 
+    /// Makes room for one more slot. Up to `max_entries` the arrays grow
+    /// geometrically but stop exactly at the maximum, so a full cache holds
+    /// no spare capacity; past it (entries in use) they double.
+    fn reserve_slot(&mut self) {
+        let len = self.nodes.len();
+        if len < self.nodes.capacity() {
+            return;
+        }
+        let max = self.max_entries as usize;
+        let want = if len < max {
+            std::cmp::min(std::cmp::max(len * 2, 8), max)
+        } else {
+            len * 2
+        };
+        self.nodes.reserve_exact(want - len);
+        self.visited.reserve_exact(want - self.visited.len());
+    }
+
     /// Takes a slot out of the list and the index and frees it.
     fn remove_slot(&mut self, slot: u32) {
         if self.hand == slot {
             self.hand = self.nodes[slot as usize].next;
+        }
+        if self.fresh == slot {
+            self.fresh = NIL;
         }
         self.unlink(slot);
         let nodes = &self.nodes;
@@ -496,19 +536,140 @@ mod tests {
 
     #[test]
     fn sieve_never_evicts_in_use_even_when_all_visited() {
-        let mut c = Cache::new(2, Policy::Sieve);
+        let mut c = Cache::new(3, Policy::Sieve);
         let mut ev = vec![];
         let busy: HashSet<u32> = [1].into();
-        commit(&mut c, 1, &busy, &mut ev);
-        commit(&mut c, 2, &busy, &mut ev);
+        for h in 1..=3 {
+            commit(&mut c, h, &busy, &mut ev);
+        }
         c.find(0x10000);
         c.find(0x20000);
-        commit(&mut c, 3, &busy, &mut ev);
-        assert_eq!(ev, vec![2]);
-        let all: HashSet<u32> = [1, 3].into();
-        commit(&mut c, 4, &all, &mut ev);
-        assert_eq!(ev, vec![2], "everything in use: grow instead");
+        c.set_max_entries(2, |x| busy.contains(&x), |x| ev.push(x));
+        // 1 in use (skipped), 2 visited (cleared), 3 unvisited (fresh).
+        assert_eq!(ev, vec![3]);
+        c.find(0x20000); // 3 left, so no fresh entry: 2 is marked again
+        commit(&mut c, 4, &busy, &mut ev);
+        assert_eq!(
+            ev,
+            vec![3, 2],
+            "the hand wraps, skips 1 and takes 2 on its second pass"
+        );
+        let all: HashSet<u32> = [1, 4].into();
+        commit(&mut c, 5, &all, &mut ev);
+        assert_eq!(ev, vec![3, 2], "everything in use: grow instead");
         assert_eq!(c.len(), 3);
+        assert_eq!(c.handles(), vec![1, 4, 5]);
+    }
+
+    #[test]
+    fn sieve_hits_on_the_fresh_entry_do_not_mark_it() {
+        let mut c = Cache::new(3, Policy::Sieve);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        c.find(0x10000);
+        c.find(0x20000);
+        for _ in 0..1000 {
+            c.find(0x30000); // 3 is fresh: a scan's hits, or QEMU's find after commit
+        }
+        // A duplicate commit inserts nothing: 3 stays fresh.
+        assert!(matches!(
+            c.commit(0x30000, 33, |_| false, |_| {}),
+            Commit::Duplicate(3)
+        ));
+        c.find(0x30000);
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![3], "1 and 2 were visited, 3 only while fresh");
+        assert_eq!(c.handles(), vec![1, 2, 4]);
+        assert_eq!(c.stats().hits, 1003);
+    }
+
+    #[test]
+    fn a_later_commit_ends_freshness() {
+        let mut c = Cache::new(3, Policy::Sieve);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        commit(&mut c, 1, &none, &mut ev);
+        commit(&mut c, 2, &none, &mut ev);
+        c.find(0x10000); // 1 is no longer fresh: marked
+        commit(&mut c, 3, &none, &mut ev);
+        c.find(0x20000); // nor is 2
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![3], "1 and 2 visited; 3 never hit");
+    }
+
+    #[test]
+    fn lru_hits_on_the_fresh_entry_do_not_move_it() {
+        let mut c = Cache::new(3, Policy::Lru);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        assert!(c.find(0x10000).unwrap().moved_to_tail);
+        assert!(!c.find(0x30000).unwrap().moved_to_tail, "3 is fresh");
+        assert_eq!(c.handles(), vec![2, 3, 1]);
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![2]);
+        assert!(c.find(0x30000).unwrap().moved_to_tail, "4 is fresh now, 3 is not");
+        assert_eq!(c.handles(), vec![1, 4, 3]);
+    }
+
+    #[test]
+    fn set_policy_keeps_order_and_the_fresh_entry() {
+        let mut c = Cache::new(3, Policy::Sieve);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        c.find(0x10000);
+        c.set_policy(Policy::Lru);
+        assert_eq!(c.handles(), vec![1, 2, 3]);
+        assert!(!c.find(0x30000).unwrap().moved_to_tail);
+        assert!(c.find(0x20000).unwrap().moved_to_tail);
+        c.set_policy(Policy::Sieve); // visited bits start afresh: 1 is unmarked
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![1]);
+    }
+
+    #[test]
+    fn evicting_the_fresh_entry_ends_freshness() {
+        let mut c = Cache::new(3, Policy::Lru);
+        let mut ev = vec![];
+        let none = HashSet::new();
+        for h in 1..=3 {
+            commit(&mut c, h, &none, &mut ev);
+        }
+        c.find(0x10000);
+        c.find(0x20000);
+        c.set_max_entries(2, |_| false, |x| ev.push(x));
+        assert_eq!(ev, vec![3], "fresh but least recently used");
+        assert_eq!(c.fresh, NIL);
+    }
+
+    #[test]
+    fn full_caches_hold_no_spare_slots_and_little_memory() {
+        for (max, policy) in [
+            (3, Policy::Fifo),
+            (50, Policy::Lru),
+            (1024, Policy::Sieve),
+            (16384, Policy::Fifo),
+        ] {
+            let mut c = Cache::new(max, policy);
+            let none = HashSet::new();
+            let mut ev = vec![];
+            for h in 1..=max + 10 {
+                commit(&mut c, h, &none, &mut ev);
+            }
+            assert_eq!(c.nodes.capacity(), max as usize);
+            // Node, visited bit and index per cached table; with the entry's
+            // 8 hidden bytes this stays within 48 (BENCHMARKS.md).
+            let per = c.heap_bytes() as f64 / f64::from(max);
+            assert!(max < 50 || per <= 40.0, "{max}: {per} bytes per table");
+        }
     }
 
     #[test]

@@ -215,17 +215,14 @@ mod tests {
         assert_eq!(c.r#ref, 1);
         assert!(!e.is_cached());
         // SAFETY: ours, so readable.
-        assert!(
-            matches!(unsafe { EntryPtr::check(NonNull::new(e.as_c()).unwrap()) }, Checked::Live(p) if p == e)
-        );
+        let live = unsafe { EntryPtr::check(NonNull::new(e.as_c()).unwrap()) };
+        assert!(matches!(live, Checked::Live(p) if p == e));
         e.set_refs(0);
         // SAFETY: unreferenced and on no list.
         unsafe { e.release() };
         // SAFETY: the block sits in quarantine, so it is still readable.
-        assert!(matches!(
-            unsafe { EntryPtr::check(NonNull::new(e.as_c()).unwrap()) },
-            Checked::Released
-        ));
+        let released = unsafe { EntryPtr::check(NonNull::new(e.as_c()).unwrap()) };
+        assert!(matches!(released, Checked::Released));
     }
 
     #[test]

@@ -24,9 +24,13 @@ pub type QedL2CachePolicy = u32;
 /// original behaviour.
 pub const QED_L2_CACHE_POLICY_FIFO: QedL2CachePolicy = 0;
 /// Least recently used: a hit moves the entry to the tail of the list.
+/// Hits on the entry committed last, until another entry is committed, do
+/// not count (they belong to the miss that brought it in: the find after
+/// commit, or a sequential scan of that table).
 pub const QED_L2_CACHE_POLICY_LRU: QedL2CachePolicy = 1;
 /// SIEVE: a hit marks the entry visited; eviction sweeps a hand from the
-/// head, sparing visited entries once.
+/// head, sparing visited entries once. Hits on the entry committed last,
+/// until another entry is committed, do not mark it (as for LRU).
 pub const QED_L2_CACHE_POLICY_SIEVE: QedL2CachePolicy = 2;
 
 /// What a cache counted since `qed_init_l2_cache`
@@ -305,7 +309,9 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
 /// Allocate a new, uncached entry.
 ///
 /// Parameters: `l2_cache`, the cache the entry is meant for (only used in
-/// trace output; it is not dereferenced).
+/// trace output; it is not dereferenced). NULL is a misuse; with
+/// `QED_L2_CACHE_ON_MISUSE=warn` the entry is still allocated, since this
+/// function never returns NULL.
 ///
 /// Returns: a zeroed entry (`table` NULL, `offset` 0) with `ref` 1, owned by
 /// the caller and on no list. Never NULL: out of memory aborts.
@@ -318,13 +324,16 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
 /// None beyond the C signature: `l2_cache` is only printed.
 #[no_mangle]
 pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -> *mut CachedL2Table {
-    boundary("qed_alloc_l2_cache_entry", || {
+    const F: &str = "qed_alloc_l2_cache_entry";
+    boundary(F, || {
+        if l2_cache.is_null() {
+            // Reported, but the entry is still handed out: callers never
+            // check for NULL here (SPEC §3), so refusing would crash them.
+            misuse(F, format_args!("l2_cache is NULL"));
+        }
         let e = EntryPtr::alloc();
         if tracing() {
-            trace(
-                "qed_alloc_l2_cache_entry",
-                format_args!("l2_cache {} entry {}", P(l2_cache), P(e.as_c())),
-            );
+            trace(F, format_args!("l2_cache {} entry {}", P(l2_cache), P(e.as_c())));
         }
         e.as_c()
     })

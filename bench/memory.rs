@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! Memory the library adds per cached table, beyond the 40-byte
+//! `CachedL2Table` that C sees: the entry's hidden bytes, the core's node,
+//! visited bit and index buckets (`Cache::heap_bytes`), and the per-cache
+//! state spread over the tables. Printed as a Markdown table.
+//!
+//! `cargo run --release --example memory` (meson: part of `meson test --benchmark`).
+
+use qed_l2_cache::cache::{Cache, Commit, Policy};
+use qed_l2_cache::entry::{EntryPtr, HIDDEN_BYTES};
+use qed_l2_cache::registry::CacheState;
+
+fn main() {
+    // The core stores `EntryPtr` handles; a `usize` has the same size.
+    assert_eq!(std::mem::size_of::<usize>(), std::mem::size_of::<EntryPtr>());
+    println!("| cached tables | hidden entry bytes | node + visited + index | per-cache state | total |");
+    println!("|---:|---:|---:|---:|---:|");
+    for n in [50u32, 1024, 16384] {
+        let mut c: Cache<usize> = Cache::new(n, Policy::Fifo);
+        // Fill past the maximum so the cache is full and has evicted.
+        for h in 0..n + n / 4 {
+            let r = c.commit((u64::from(h) + 1) * 0x40000, h as usize, |_| false, |_| {});
+            assert_eq!(r, Commit::Inserted);
+        }
+        assert_eq!(c.len(), n);
+        let n = f64::from(n);
+        let core = c.heap_bytes() as f64 / n;
+        let state = std::mem::size_of::<CacheState>() as f64 / n;
+        let hidden = HIDDEN_BYTES as f64;
+        println!(
+            "| {} | {hidden:.0} | {core:.2} | {state:.2} | {:.2} |",
+            n as u32,
+            hidden + core + state
+        );
+    }
+}

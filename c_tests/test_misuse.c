@@ -564,20 +564,6 @@ static void init_misaligned(void)
     g_free(buf);
 }
 
-static void alloc_null(void)
-{
-    /* Reported; warn mode still hands out an entry (alloc never fails). */
-    expect_misuse(NULL_LINE("qed_alloc_l2_cache_entry", "l2_cache"), "");
-    CachedL2Table *e = qed_alloc_l2_cache_entry(NULL);
-    misuse_reported();
-    g_assert_nonnull(e);
-    g_assert_cmpint(e->ref, ==, 1);
-    g_assert_null(e->table);
-    g_assert_cmpuint(e->offset, ==, 0);
-    g_assert_true(entry_unlinked(e));
-    qed_unref_l2_cache_entry(e);
-}
-
 /* ---- extensions ---- */
 
 static void set_max_zero(void)
@@ -713,7 +699,6 @@ static const Case cases[] = {
     { "free/with-referenced-entries", free_with_referenced_entries },
     { "init/null", init_null },
     { "init/misaligned", init_misaligned },
-    { "alloc/null-cache", alloc_null },
     { "set-max-entries/zero", set_max_zero },
     { "set-max-entries/null", set_max_null },
     { "set-max-entries/zeroed-cache", set_max_zeroed },

@@ -53,6 +53,22 @@ static void test_alloc_gives_one_uncached_reference(void)
     cache_destroy(c);
 }
 
+/*
+ * QEMU's original never looks at alloc's cache argument, so NULL works and
+ * is not a misuse: this process runs with the default abort-on-misuse and
+ * would die here otherwise.
+ */
+static void test_alloc_with_null_cache_works(void)
+{
+    CachedL2Table *e = qed_alloc_l2_cache_entry(NULL);
+    g_assert_nonnull(e);
+    g_assert_cmpint(e->ref, ==, 1);
+    g_assert_null(e->table);
+    g_assert_cmpuint(e->offset, ==, 0);
+    g_assert_true(entry_unlinked(e));
+    qed_unref_l2_cache_entry(e);
+}
+
 static void test_unref_null_is_a_no_op(void)
 {
     L2TableCache *c = cache_new();
@@ -260,6 +276,7 @@ int main(int argc, char **argv)
     g_unsetenv("QED_L2_CACHE_POLICY");
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/refcount/alloc-gives-one-uncached-reference", test_alloc_gives_one_uncached_reference);
+    g_test_add_func("/refcount/alloc-with-null-cache-works", test_alloc_with_null_cache_works);
     g_test_add_func("/refcount/unref-null-is-a-no-op", test_unref_null_is_a_no_op);
     g_test_add_func("/refcount/commit-takes-find-adds-unref-drops",
                     test_commit_takes_the_reference_find_adds_unref_drops);

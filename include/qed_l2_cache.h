@@ -234,10 +234,9 @@ void qed_free_l2_cache(struct L2TableCache *l2_cache);
 /**
  * Allocate a new, uncached entry.
  *
- * Parameters: `l2_cache`, the cache the entry is meant for (only used in
- * trace output; it is not dereferenced). NULL is a misuse; with
- * `QED_L2_CACHE_ON_MISUSE=warn` the entry is still allocated, since this
- * function never returns NULL.
+ * Parameters: `l2_cache`, the cache the entry is meant for. It is only
+ * printed in trace output, never dereferenced, and may be NULL, as with
+ * QEMU's original.
  *
  * Returns: a zeroed entry (`table` NULL, `offset` 0) with `ref` 1, owned by
  * the caller and on no list. Never NULL: out of memory aborts.

@@ -91,7 +91,10 @@ def main() -> int:
     if res.returncode != 0:
         return res.returncode
 
-    profile_dir = os.path.join(args.target_dir, "release" if args.release else "debug")
+    # With CARGO_BUILD_TARGET set (tools/test-all's ThreadSanitizer build:
+    # nightly, -Zbuild-std) cargo puts its artifacts under the triple.
+    profile_dir = os.path.join(args.target_dir, os.environ.get("CARGO_BUILD_TARGET", ""),
+                               "release" if args.release else "debug")
     os.makedirs(args.outdir, exist_ok=True)
     # Copy, not link: cargo rewrites its artifacts in place, and meson's
     # outputs must be files of this build directory.

@@ -270,17 +270,6 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
         };
         let entries = state.core.handles();
         let held = entries.iter().filter(|&&e| in_use(e)).count();
-        if tracing() {
-            trace(
-                "qed_free_l2_cache",
-                format_args!(
-                    "l2_cache {} entries {} in_use {}",
-                    P(l2_cache),
-                    entries.len(),
-                    held
-                ),
-            );
-        }
         if held > 0 {
             misuse(
                 F,
@@ -308,10 +297,9 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
 
 /// Allocate a new, uncached entry.
 ///
-/// Parameters: `l2_cache`, the cache the entry is meant for (only used in
-/// trace output; it is not dereferenced). NULL is a misuse; with
-/// `QED_L2_CACHE_ON_MISUSE=warn` the entry is still allocated, since this
-/// function never returns NULL.
+/// Parameters: `l2_cache`, the cache the entry is meant for. It is only
+/// printed in trace output, never dereferenced, and may be NULL, as with
+/// QEMU's original.
 ///
 /// Returns: a zeroed entry (`table` NULL, `offset` 0) with `ref` 1, owned by
 /// the caller and on no list. Never NULL: out of memory aborts.
@@ -326,11 +314,6 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
 pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -> *mut CachedL2Table {
     const F: &str = "qed_alloc_l2_cache_entry";
     boundary(F, || {
-        if l2_cache.is_null() {
-            // Reported, but the entry is still handed out: callers never
-            // check for NULL here (SPEC §3), so refusing would crash them.
-            misuse(F, format_args!("l2_cache is NULL"));
-        }
         let e = EntryPtr::alloc();
         if tracing() {
             trace(F, format_args!("l2_cache {} entry {}", P(l2_cache), P(e.as_c())));

@@ -28,7 +28,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Operations per policy at this capacity (Miri runs a token amount).
 fn ops(normal: u64) -> u64 {
     if cfg!(miri) {
-        150
+        env_u64("QED_L2_CACHE_MODEL_MIRI_OPS").unwrap_or(20)
     } else {
         normal * env_u64("QED_L2_CACHE_MODEL_SCALE").unwrap_or(1)
     }

@@ -58,6 +58,22 @@ static inline unsigned check_list(L2TableCache *cache)
     return n;
 }
 
+/* A zeroed cache on the heap, initialised (as QEMU's g_malloc0'd state). */
+static inline L2TableCache *cache_new(void)
+{
+    L2TableCache *c = g_malloc0(sizeof(*c));
+    qed_init_l2_cache(c);
+    return c;
+}
+
+/* Frees the cache, checks it is left an empty list, releases the struct. */
+static inline void cache_destroy(L2TableCache *c)
+{
+    qed_free_l2_cache(c);
+    g_assert_cmpuint(check_list(c), ==, 0);
+    g_free(c);
+}
+
 /* True when the entry is off every list (QEMU's QTAILQ_IN_USE is false). */
 static inline gboolean entry_unlinked(const CachedL2Table *e)
 {

@@ -10,20 +10,6 @@
 #define MAX_CACHE 50
 #define MAX_LIST 256
 
-static L2TableCache *cache_new(void)
-{
-    L2TableCache *c = g_malloc0(sizeof(*c));
-    qed_init_l2_cache(c);
-    return c;
-}
-
-static void cache_destroy(L2TableCache *c)
-{
-    qed_free_l2_cache(c);
-    g_assert_cmpuint(check_list(c), ==, 0);
-    g_free(c);
-}
-
 /* Commits table i (the read path without a request: commit only). */
 static CachedL2Table *commit_table(L2TableCache *c, unsigned i)
 {

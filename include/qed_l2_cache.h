@@ -171,17 +171,15 @@ typedef struct QedL2CacheStats {
 #define QED_L2_CACHE_POLICY_FIFO 0
 
 /**
- * Least recently used: a hit moves the entry to the tail of the list.
- * Hits on the entry committed last, until another entry is committed, do
- * not count (they belong to the miss that brought it in: the find after
- * commit, or a sequential scan of that table).
+ * Least recently used: every hit moves the entry to the tail of the list.
  */
 #define QED_L2_CACHE_POLICY_LRU 1
 
 /**
  * SIEVE: a hit marks the entry visited; eviction sweeps a hand from the
  * head, sparing visited entries once. Hits on the entry committed last,
- * until another entry is committed, do not mark it (as for LRU).
+ * until another entry is committed, do not mark it: they belong to the
+ * miss that brought it in (the find after commit, a scan of that table).
  */
 #define QED_L2_CACHE_POLICY_SIEVE 2
 

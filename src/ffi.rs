@@ -23,14 +23,12 @@ pub type QedL2CachePolicy = u32;
 /// Insertion order; hits change nothing. The default, exactly QEMU's
 /// original behaviour.
 pub const QED_L2_CACHE_POLICY_FIFO: QedL2CachePolicy = 0;
-/// Least recently used: a hit moves the entry to the tail of the list.
-/// Hits on the entry committed last, until another entry is committed, do
-/// not count (they belong to the miss that brought it in: the find after
-/// commit, or a sequential scan of that table).
+/// Least recently used: every hit moves the entry to the tail of the list.
 pub const QED_L2_CACHE_POLICY_LRU: QedL2CachePolicy = 1;
 /// SIEVE: a hit marks the entry visited; eviction sweeps a hand from the
 /// head, sparing visited entries once. Hits on the entry committed last,
-/// until another entry is committed, do not mark it (as for LRU).
+/// until another entry is committed, do not mark it: they belong to the
+/// miss that brought it in (the find after commit, a scan of that table).
 pub const QED_L2_CACHE_POLICY_SIEVE: QedL2CachePolicy = 2;
 
 /// What a cache counted since `qed_init_l2_cache`

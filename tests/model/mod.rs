@@ -11,8 +11,9 @@
 //! written: FIFO and LRU walk from the head skipping entries in use; SIEVE
 //! walks its hand from where it stopped (or the head), skips entries in use,
 //! clears visited bits, evicts the first unvisited entry, and gives up after
-//! `2 * len + 1` steps. LRU and SIEVE ignore hits on the *fresh* entry (the
-//! one the latest inserting commit brought in, while it stays cached).
+//! `2 * len + 1` steps. SIEVE ignores hits on the *fresh* entry (the one the
+//! latest inserting commit brought in, while it stays cached); LRU moves
+//! every hit to the tail.
 //!
 //! After every operation the driver checks: what each call returned, the
 //! C-visible list (every QTAILQ link, the order, `n_entries`), every live
@@ -260,7 +261,7 @@ impl Model {
         let id = c.list[pos];
         match c.policy {
             Policy::Fifo => {}
-            _ if c.fresh == Some(id) => {}
+            Policy::Sieve if c.fresh == Some(id) => {}
             Policy::Lru => {
                 c.list.remove(pos);
                 c.list.push(id);

@@ -92,12 +92,17 @@ unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<
     }
 }
 
-/// A live entry from a pointer C passed in.
+/// A live entry from a pointer C passed in; `if_released` says what a
+/// released one means for this function.
 ///
 /// # Safety
 /// `entry`, if not NULL, must point to readable memory (see
 /// [`EntryPtr::check`]).
-unsafe fn live_entry(function: &str, entry: *mut CachedL2Table) -> Result<EntryPtr, Refused> {
+unsafe fn live_entry(
+    function: &str,
+    entry: *mut CachedL2Table,
+    if_released: &str,
+) -> Result<EntryPtr, Refused> {
     let Some(p) = NonNull::new(entry) else {
         return Err(misuse(function, format_args!("entry is NULL")));
     };
@@ -106,10 +111,7 @@ unsafe fn live_entry(function: &str, entry: *mut CachedL2Table) -> Result<EntryP
         Checked::Live(e) => Ok(e),
         Checked::Released => Err(misuse(
             function,
-            format_args!(
-                "entry {}: already released (its last reference was dropped)",
-                P(entry)
-            ),
+            format_args!("entry {}: {if_released}", P(entry)),
         )),
         Checked::Foreign => Err(misuse(
             function,
@@ -336,27 +338,13 @@ pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -
 pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
     const F: &str = "qed_unref_l2_cache_entry";
     boundary(F, || {
-        let Some(p) = NonNull::new(entry) else { return };
+        if entry.is_null() {
+            return;
+        }
         // SAFETY: non-null, readable per this function's contract.
-        let e = match unsafe { EntryPtr::check(p) } {
-            Checked::Live(e) => e,
-            Checked::Released => {
-                misuse(
-                    F,
-                    format_args!(
-                        "entry {}: double unref: the entry has no references left",
-                        P(entry)
-                    ),
-                );
-                return;
-            }
-            Checked::Foreign => {
-                misuse(
-                    F,
-                    format_args!("entry {}: not allocated by qed_alloc_l2_cache_entry", P(entry)),
-                );
-                return;
-            }
+        let Ok(e) = (unsafe { live_entry(F, entry, "double unref: the entry has no references left") })
+        else {
+            return;
         };
         let refs = e.refs();
         if refs < 1 || (refs == 1 && e.is_cached()) {
@@ -460,7 +448,8 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             return;
         };
         // SAFETY: per this function's contract.
-        let Ok(e) = (unsafe { live_entry(F, l2_table) }) else {
+        let Ok(e) = (unsafe { live_entry(F, l2_table, "already released (its last reference was dropped)") })
+        else {
             return;
         };
         if e.is_cached() {

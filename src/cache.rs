@@ -446,6 +446,15 @@ mod tests {
         )
     }
 
+    /// A cache of `max` entries holding handles 1..=max, none in use.
+    fn filled(max: u32, policy: Policy) -> Cache<u32> {
+        let mut c = Cache::new(max, policy);
+        for h in 1..=max {
+            assert_eq!(commit(&mut c, h, &HashSet::new(), &mut vec![]), Commit::Inserted);
+        }
+        c
+    }
+
     #[test]
     fn fifo_evicts_oldest_first_and_ignores_hits() {
         let mut c = Cache::new(3, Policy::Fifo);
@@ -501,12 +510,9 @@ mod tests {
 
     #[test]
     fn lru_moves_hits_to_the_tail() {
-        let mut c = Cache::new(3, Policy::Lru);
+        let mut c = filled(3, Policy::Lru);
         let mut ev = vec![];
         let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         assert!(c.find(0x10000).unwrap().moved_to_tail);
         assert!(!c.find(0x10000).unwrap().moved_to_tail, "already the tail");
         assert_eq!(c.handles(), vec![2, 3, 1]);
@@ -516,12 +522,9 @@ mod tests {
 
     #[test]
     fn sieve_spares_visited_entries_once() {
-        let mut c = Cache::new(3, Policy::Sieve);
+        let mut c = filled(3, Policy::Sieve);
         let mut ev = vec![];
         let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         c.find(0x10000); // visit 1
         commit(&mut c, 4, &none, &mut ev);
         assert_eq!(ev, vec![2], "1 was visited, 2 was not");
@@ -564,12 +567,9 @@ mod tests {
 
     #[test]
     fn sieve_hits_on_the_fresh_entry_do_not_mark_it() {
-        let mut c = Cache::new(3, Policy::Sieve);
+        let mut c = filled(3, Policy::Sieve);
         let mut ev = vec![];
         let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         c.find(0x10000);
         c.find(0x20000);
         for _ in 0..1000 {
@@ -603,12 +603,9 @@ mod tests {
 
     #[test]
     fn lru_moves_every_hit_even_on_the_entry_committed_last() {
-        let mut c = Cache::new(3, Policy::Lru);
+        let mut c = filled(3, Policy::Lru);
         let mut ev = vec![];
         let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         assert!(c.find(0x10000).unwrap().moved_to_tail);
         assert!(
             c.find(0x30000).unwrap().moved_to_tail,
@@ -622,12 +619,9 @@ mod tests {
 
     #[test]
     fn set_policy_keeps_order_and_the_fresh_entry() {
-        let mut c = Cache::new(3, Policy::Sieve);
+        let mut c = filled(3, Policy::Sieve);
         let mut ev = vec![];
         let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         c.find(0x10000);
         c.set_policy(Policy::Lru);
         assert_eq!(c.handles(), vec![1, 2, 3]);
@@ -643,12 +637,8 @@ mod tests {
 
     #[test]
     fn evicting_the_fresh_entry_ends_freshness() {
-        let mut c = Cache::new(3, Policy::Lru);
+        let mut c = filled(3, Policy::Lru);
         let mut ev = vec![];
-        let none = HashSet::new();
-        for h in 1..=3 {
-            commit(&mut c, h, &none, &mut ev);
-        }
         c.find(0x10000);
         c.find(0x20000);
         c.set_max_entries(2, |_| false, |x| ev.push(x));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The original algorithm (SPEC.md §3), for the benchmark only. Built as its
+ * The original algorithm (docs/behaviour.md), for the benchmark only. Built as its
  * own shared library so both sides are called through the PLT, as a QEMU
  * binary would call them.
  */
@@ -10,7 +10,7 @@
 
 unsigned int base_max_entries = 50;
 
-/* QTAILQ operations on the SPEC §2 layout. */
+/* QTAILQ operations on the docs/behaviour.md, "The list" layout. */
 static void list_init(L2TableCache *c)
 {
     c->entries.tqh_first = NULL;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The benchmark's baseline: the original C algorithm of QEMU's
- * block/qed-l2-cache.c as SPEC.md §3 describes it, written afresh for the
+ * block/qed-l2-cache.c as docs/behaviour.md describes it, written afresh for the
  * benchmark (not QEMU's file): the same structs (the library's header
  * declares QEMU's layout), a QTAILQ scanned linearly by find, FIFO eviction
  * from the head skipping entries with ref > 1. The one difference is that the

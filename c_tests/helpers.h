@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Shared helpers for the C tests: entry creation the way QEMU's QED driver
- * does it, and a checker for every QTAILQ rule of SPEC §2.
+ * does it, and a checker for every QTAILQ rule of docs/behaviour.md, "The list".
  */
 #ifndef QED_L2_CACHE_TEST_HELPERS_H
 #define QED_L2_CACHE_TEST_HELPERS_H
@@ -34,7 +34,7 @@ static inline CachedL2Table *new_entry(L2TableCache *cache, uint64_t offset)
 }
 
 /*
- * Checks every link of SPEC §2 and n_entries; returns the number of
+ * Checks every link of docs/behaviour.md, "The list" and n_entries; returns the number of
  * elements. Fails the test on the first broken rule.
  */
 static inline unsigned check_list(L2TableCache *cache)

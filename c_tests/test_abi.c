@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The layout of SPEC §1, checked at compile time, and the exported symbols. */
+/* The layout of docs/abi.md, checked at compile time, and the exported symbols. */
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Eviction at the defaults (FIFO, max 50): the order, duplicate commits,
- * the in-use rule that fixed the bug of SPEC §5, growth past the maximum
+ * the in-use rule that fixed the bug of docs/behaviour.md, "The eviction rule", growth past the maximum
  * when everything is in use and the exact shrink-back at later commits,
  * free, and re-init on a zeroed struct.
  */
@@ -123,7 +123,7 @@ static void test_duplicate_commit_on_full_cache_evicts_nothing(void)
 }
 
 /*
- * SPEC §5, step by step. Without the in-use rule (as before QEMU commit
+ * docs/behaviour.md, "The eviction rule", step by step. Without the in-use rule (as before QEMU commit
  * 14fe292d86), step 2 evicts table A, which is the oldest, and step 3
  * misses and reads A from disk while the update of step 1 is in flight.
  */
@@ -357,7 +357,7 @@ static void test_reinit_after_free_on_zeroed_struct(void)
 
 int main(int argc, char **argv)
 {
-    /* The defaults of SPEC §3 (max 50, fifo), whatever the environment says. */
+    /* The defaults of docs/behaviour.md (max 50, fifo), whatever the environment says. */
     g_unsetenv("QED_L2_CACHE_SIZE");
     g_unsetenv("QED_L2_CACHE_POLICY");
     g_test_init(&argc, &argv, NULL);

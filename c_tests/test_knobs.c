@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The knobs (SPEC §6) from C: qed_l2_cache_set_max_entries,
+ * The knobs (docs/configuration.md) from C: qed_l2_cache_set_max_entries,
  * qed_l2_cache_set_policy, qed_l2_cache_get_stats, the environment
  * variables QED_L2_CACHE_SIZE and QED_L2_CACHE_POLICY, and a check that
  * the hit path (find hit + unref) allocates nothing.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Misuse (SPEC §7), every case in both modes. The same program runs twice
+ * Misuse (docs/misuse.md), every case in both modes. The same program runs twice
  * (c_tests/meson.build): with QED_L2_CACHE_ON_MISUSE=abort every case is a
  * death test (a child process must print the report line and die of
  * SIGABRT); with QED_L2_CACHE_ON_MISUSE=warn every case runs in process

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * The QED driver's call sequences of SPEC §4, over a simulated image file:
+ * The QED driver's call sequences of docs/behaviour.md, "How QEMU calls it", over a simulated image file:
  * the L2 read path (unref the previous table, find; on a miss alloc, read,
  * commit, find again), its read error, the allocating write, requests that
  * miss the same table at once, and close / re-open.
@@ -561,7 +561,7 @@ static void test_close_and_reopen(void)
 
 int main(int argc, char **argv)
 {
-    /* The defaults of SPEC §3 (max 50, fifo), whatever the environment says. */
+    /* The defaults of docs/behaviour.md (max 50, fifo), whatever the environment says. */
     g_unsetenv("QED_L2_CACHE_SIZE");
     g_unsetenv("QED_L2_CACHE_POLICY");
     g_test_init(&argc, &argv, NULL);

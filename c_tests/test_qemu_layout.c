@@ -4,7 +4,7 @@
  * declares the types, the queue macros and the six functions itself, the
  * way a QEMU block driver's qed.h and queue.h do, embeds the cache by value
  * between two canaries, and after every call walks the list with its own
- * macros, checking every link rule of SPEC §2 and n_entries.
+ * macros, checking every link rule of docs/behaviour.md, "The list" and n_entries.
  */
 #include <glib.h>
 #include <stddef.h>
@@ -107,7 +107,7 @@ static uint64_t off(unsigned i)
 
 /*
  * Walks the list forwards and backwards with the caller's macros and checks
- * every rule of SPEC §2, n_entries and the canaries. Stores the elements in
+ * every rule of docs/behaviour.md, "The list", n_entries and the canaries. Stores the elements in
  * list order in out[0..max) (when out is not NULL); returns their number.
  */
 static unsigned walk(FakeQEDState *s, CachedL2Table **out, unsigned max)
@@ -454,7 +454,7 @@ static void test_held_entry_left_by_free_is_unlinked(void)
 }
 
 /*
- * A random mix of the calls QED makes, against a model of SPEC §3 (FIFO,
+ * A random mix of the calls QED makes, against a model of docs/behaviour.md (FIFO,
  * max 50, in-use entries skipped): after every call the walked list must be
  * the model's, element for element, with the model's reference counts.
  */
@@ -606,7 +606,7 @@ static void test_random_workload_against_model(void)
 
 int main(int argc, char **argv)
 {
-    /* The defaults of SPEC §3 (max 50, fifo), whatever the environment says. */
+    /* The defaults of docs/behaviour.md (max 50, fifo), whatever the environment says. */
     g_unsetenv("QED_L2_CACHE_SIZE");
     g_unsetenv("QED_L2_CACHE_POLICY");
     g_test_init(&argc, &argv, NULL);

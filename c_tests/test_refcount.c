@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Reference counts through alloc, find, commit and unref (SPEC §3): alloc
+ * Reference counts through alloc, find, commit and unref (docs/behaviour.md): alloc
  * gives 1, find adds 1, commit takes one over, unref drops one, unref(NULL)
  * does nothing, and at zero the entry and its table are released. Releases
  * are seen through the entry leaving the list and, under
@@ -257,7 +257,7 @@ static void test_counts_balance_over_many_requests(void)
 
 int main(int argc, char **argv)
 {
-    /* The defaults of SPEC §3 (max 50, fifo), whatever the environment says. */
+    /* The defaults of docs/behaviour.md (max 50, fifo), whatever the environment says. */
     g_unsetenv("QED_L2_CACHE_SIZE");
     g_unsetenv("QED_L2_CACHE_POLICY");
     g_test_init(&argc, &argv, NULL);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Threads (SPEC §4): 8 threads each with its own cache (different images:
+ * Threads (docs/behaviour.md, "How QEMU calls it"): 8 threads each with its own cache (different images:
  * no caller lock; only the library's shared state is shared), then 8
  * threads sharing one cache under a caller mutex (QEMU's table_lock).
  * 1,000,000 operations in all, QED's read path, allocating writes,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * QED_L2_CACHE_TRACE=1 (SPEC §4, §6): the library prints QEMU's trace lines,
+ * QED_L2_CACHE_TRACE=1 (docs/behaviour.md, docs/configuration.md): the library prints QEMU's trace lines,
  * as QEMU's log backend does ("event args", with QEMU's formats from
  * block/trace-events), at the same points as the C original, plus
  * qed_evict_l2_cache_entry.

@@ -385,7 +385,7 @@ static void step(Request *r)
     CachedL2Table *other = held_by_other(r, offset);
     r->l2_table = find(offset);
     if (other && r->l2_table != other) {
-        /* SPEC §5: a table a request holds must stay cached. */
+        /* docs/behaviour.md, "The eviction rule": a table a request holds must stay cached. */
         if (r->l2_table) {
             cnt.wrong_entry++;
         } else {

@@ -3,7 +3,7 @@
 //! `include/qemu/queue.h`, and the QTAILQ link handling: the only code that
 //! touches the `entries` list a C caller may walk with QEMU's macros.
 //!
-//! Sizes, alignments and offsets are fixed by SPEC §1 (LP64) and checked at
+//! Sizes, alignments and offsets are fixed by docs/abi.md (LP64) and checked at
 //! compile time below and again from C in `c_tests/`.
 
 use std::ffi::{c_int, c_uint, c_void};
@@ -79,7 +79,7 @@ pub struct L2TableCache {
     pub handle: u32,
 }
 
-// SPEC §1, checked when the crate compiles.
+// docs/abi.md, checked when the crate compiles.
 const _: () = {
     assert!(size_of::<QTailQLink>() == 16);
     assert!(offset_of!(QTailQLink, tql_next) == 0);
@@ -132,7 +132,7 @@ pub unsafe fn qtailq_init(head: *mut L2TableCache) {
 /// `QTAILQ_INSERT_TAIL`.
 ///
 /// # Safety
-/// `head` must be a valid list (per SPEC §2) and `elm` a valid entry that
+/// `head` must be a valid list (per docs/behaviour.md, "The list") and `elm` a valid entry that
 /// is on no list.
 pub unsafe fn qtailq_insert_tail(head: *mut L2TableCache, elm: *mut CachedL2Table) {
     // SAFETY: the caller guarantees both are valid, so the head's last-link

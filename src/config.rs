@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Process-wide configuration from the environment, read once (SPEC §6).
+//! Process-wide configuration from the environment, read once (docs/configuration.md).
 //!
 //! Every cache created by `qed_init_l2_cache` starts from these values; the
 //! C functions `qed_l2_cache_set_max_entries` and `qed_l2_cache_set_policy`
@@ -13,7 +13,7 @@ use std::ffi::OsString;
 /// Default maximum number of cached tables: QEMU's `MAX_L2_CACHE_SIZE`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 50;
 
-/// What to do when a caller misuses the API (SPEC §7).
+/// What to do when a caller misuses the API (docs/misuse.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnMisuse {
     /// Print one line and `abort()`.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! What the library says on stderr: misuse reports (SPEC §7) and QEMU-format
-//! trace lines (SPEC §4, `QED_L2_CACHE_TRACE=1`). Each line is written with
+//! What the library says on stderr: misuse reports (docs/misuse.md) and QEMU-format
+//! trace lines (docs/behaviour.md, "How QEMU calls it", `QED_L2_CACHE_TRACE=1`). Each line is written with
 //! one `write` so lines from different threads do not interleave.
 
 use crate::config::{self, OnMisuse};

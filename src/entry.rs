@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! Entry memory: every `CachedL2Table` the library hands out is the first
 //! member of a larger block whose hidden tail lets the library tell its own
-//! live entries from released ones and from foreign pointers (SPEC §7).
+//! live entries from released ones and from foreign pointers (docs/misuse.md).
 //!
 //! A released block is not returned to the allocator at once: it waits in a
 //! bounded quarantine marked dead, so a double unref soon after the last
@@ -117,7 +117,7 @@ impl EntryPtr {
     /// Sets the reference count.
     pub fn set_refs(self, refs: c_int) {
         // SAFETY: as in `refs`; calls on an entry are serialized by the
-        // caller's lock (SPEC §4).
+        // caller's lock (docs/behaviour.md, "How QEMU calls it").
         unsafe { (*self.as_c()).r#ref = refs }
     }
 
@@ -155,7 +155,7 @@ impl EntryPtr {
         let block = self.0.as_ptr();
         // SAFETY: the block is live and now unreferenced. The table came
         // from the caller's aligned allocator, released with free() per
-        // SPEC §3 (QEMU's qemu_vfree is free() on POSIX).
+        // docs/behaviour.md (QEMU's qemu_vfree is free() on POSIX).
         unsafe {
             libc::free((*block).entry.table.cast());
             (*block).entry.table = null_mut::<QEDTable>();
@@ -183,7 +183,7 @@ impl Drop for DeadBlock {
 }
 
 /// Sharded by address so threads releasing entries of different images
-/// rarely meet on one lock; this is off the hit path (SPEC §4 threads).
+/// rarely meet on one lock; this is off the hit path (docs/behaviour.md, "Threads").
 static QUARANTINE: [CachePadded<Mutex<VecDeque<DeadBlock>>>; QUARANTINE_SHARDS] =
     [const { CachePadded::new(Mutex::new(VecDeque::new())) }; QUARANTINE_SHARDS];
 

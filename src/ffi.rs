@@ -80,7 +80,7 @@ unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<
     let number = unsafe { (*l2_cache).handle };
     match registry::lookup(number, l2_cache as usize) {
         // SAFETY: the state is live while the cache is initialised, and
-        // calls on one cache are serialized by the caller (SPEC §4).
+        // calls on one cache are serialized by the caller (docs/behaviour.md, "How QEMU calls it").
         Some(state) => Ok(unsafe { &mut *state }),
         None => Err(misuse(
             function,

@@ -4,7 +4,7 @@
 //!
 //! A C block layer deletes that file, links `libqed_l2_cache.so` and keeps
 //! its own `qed.h`: the exported functions and the `#[repr(C)]` mirrors in
-//! [`abi`] match QEMU's ABI to the byte (see `shared/SPEC.md` §1).
+//! [`abi`] match QEMU's ABI to the byte (see docs/abi.md).
 //!
 //! Layout:
 //! - [`cache`] and [`index`]: the safe core (order, policy, eviction, O(1)

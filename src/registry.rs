@@ -80,7 +80,7 @@ pub fn lookup(number: u32, owner: usize) -> Option<*mut CacheState> {
     let state = STATES.get(number as usize)?.load(Ordering::Acquire);
     // SAFETY: a non-null pointer in the table is a live Box until
     // `unregister`, which only the cache's owner calls, serialized with
-    // every other call on that cache by the caller's lock (SPEC §4).
+    // every other call on that cache by the caller's lock (docs/behaviour.md, "How QEMU calls it").
     (!state.is_null() && unsafe { (*state).owner } == owner).then_some(state)
 }
 

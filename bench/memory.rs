@@ -6,9 +6,9 @@
 //!
 //! `cargo run --release --example memory` (meson: part of `meson test --benchmark`).
 
-use qed_l2_cache::cache::{Cache, Commit, Policy};
-use qed_l2_cache::entry::{EntryPtr, HIDDEN_BYTES};
-use qed_l2_cache::registry::CacheState;
+use qed_l2_cache::internals::CacheState;
+use qed_l2_cache::internals::{Cache, Commit, Policy};
+use qed_l2_cache::internals::{EntryPtr, HIDDEN_BYTES};
 
 fn main() {
     // The core stores `EntryPtr` handles; a `usize` has the same size.

@@ -26,6 +26,13 @@
 #include <stddef.h>
 
 /**
+ * Released entries a thread keeps in quarantine, recognised as released,
+ * before the oldest goes back to the allocator. Documented in
+ * docs/misuse.md ("Limits"); keep the two equal.
+ */
+#define QUARANTINE_PER_THREAD 4096
+
+/**
  * Mirrors `QEDTable` of QEMU's `block/qed.h`: one L2 (or L1) table.
  */
 typedef struct QEDTable {
@@ -191,7 +198,7 @@ extern "C" {
  * Initialize an L2 table cache embedded in the caller's state.
  *
  * Parameters: `l2_cache`, the caller's `L2TableCache` (its contents may be
- * anything, typically zeroes).
+ * anything, typically zeroes; they are not read).
  *
  * Afterwards `l2_cache->entries` is an empty QTAILQ and `n_entries` is 0;
  * the maximum and the policy come from `QED_L2_CACHE_SIZE` and
@@ -202,6 +209,7 @@ extern "C" {
  *
  * Memory and lifetimes: the library keeps hidden state for the cache until
  * `qed_free_l2_cache`; the struct must not be moved or copied meanwhile.
+ * There is no limit on the number of caches initialised at once.
  *
  * # Safety
  * `l2_cache` must point to a writable `L2TableCache` that no other thread
@@ -241,7 +249,8 @@ void qed_free_l2_cache(struct L2TableCache *l2_cache);
  *
  * Memory and lifetimes: set `table` to memory from an aligned allocator
  * that `free()` releases, and `offset`; then either
- * `qed_commit_l2_cache_entry` it or `qed_unref_l2_cache_entry` it.
+ * `qed_commit_l2_cache_entry` it or `qed_unref_l2_cache_entry` it. The
+ * entry may be used and released on any thread.
  *
  * # Safety
  * None beyond the C signature: `l2_cache` is only printed.
@@ -256,11 +265,13 @@ struct CachedL2Table *qed_alloc_l2_cache_entry(struct L2TableCache *l2_cache);
  *
  * Memory and lifetimes: at zero references the entry and its `table`
  * (with `free()`) are released. Dropping a reference you do not hold
- * (double unref), or the cache's own, is a misuse.
+ * (double unref), or the cache's own, is a misuse. Whether `entry` is one
+ * of the library's is decided from the library's own records, without
+ * reading `*entry`; docs/misuse.md states how long a released entry is
+ * recognised as such.
  *
  * # Safety
- * `entry` must be NULL or a pointer to readable memory; calls on entries of
- * one cache are serialized by the caller's lock.
+ * Calls on entries of one cache are serialized by the caller's lock.
  */
 void qed_unref_l2_cache_entry(struct CachedL2Table *entry);
 
@@ -275,7 +286,7 @@ void qed_unref_l2_cache_entry(struct CachedL2Table *entry);
  * cached (satisfy the miss with alloc, read, commit, find).
  *
  * Locking: called with the caller's table lock held. O(1) whatever the
- * number of cached tables; no allocation.
+ * number of cached tables; no allocation, no lock of the library's.
  *
  * # Safety
  * `l2_cache` must point to an `L2TableCache` that no other thread uses
@@ -299,11 +310,15 @@ struct CachedL2Table *qed_find_l2_cache_entry(struct L2TableCache *l2_cache, uin
  * use the cache grows past its maximum and shrinks back later.
  *
  * Memory and lifetimes: the caller's reference now belongs to the cache;
- * call `qed_find_l2_cache_entry` to get one back.
+ * call `qed_find_l2_cache_entry` to get one back. A commit refused because
+ * of the cache (NULL, misaligned, not initialised, freed, copied, list
+ * head not the library's) or because `offset` is 0 still takes that
+ * reference (with `QED_L2_CACHE_ON_MISUSE=warn`, nothing leaks); an entry
+ * that is cached, released or not the library's is left untouched.
  *
  * # Safety
- * `l2_cache` must point to an `L2TableCache` and `l2_table` to readable
- * memory, neither used by another thread during the call.
+ * `l2_cache` must point to an `L2TableCache`, neither it nor `l2_table`
+ * used by another thread during the call.
  */
 void qed_commit_l2_cache_entry(struct L2TableCache *l2_cache, struct CachedL2Table *l2_table);
 

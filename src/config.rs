@@ -7,8 +7,10 @@
 //! naming the variable and the value, and the default is used.
 
 use crate::cache::Policy;
-use once_cell::sync::Lazy;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
+use std::os::unix::ffi::OsStringExt;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Default maximum number of cached tables: QEMU's `MAX_L2_CACHE_SIZE`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 50;
@@ -57,7 +59,11 @@ impl Config {
         let max_entries = read(
             "QED_L2_CACHE_SIZE",
             "expected a positive integer below 2^32 (default 50)",
-            &|s| s.trim().parse::<u32>().ok().filter(|&n| n > 0),
+            &|s| {
+                // Digits only: no sign, no spaces (Rust's parser takes "+7").
+                let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                digits.then(|| s.parse::<u32>().ok()).flatten().filter(|&n| n > 0)
+            },
         );
         let policy = read(
             "QED_L2_CACHE_POLICY",
@@ -112,13 +118,54 @@ fn setting(
     parsed
 }
 
-static CONFIG: Lazy<Config> =
-    Lazy::new(|| Config::from_vars(|name| std::env::var_os(name), |line| eprintln!("{line}")));
+/// The configuration, computed on first use. No lock: a thread that finds
+/// it unset computes it and publishes it with a compare-and-swap (the
+/// loser's copy is dropped), so a `fork()` at any moment leaves nothing
+/// held. The environment is read with `getenv`, which takes no lock,
+/// rather than `std::env`, which does.
+static CONFIG: AtomicPtr<Config> = AtomicPtr::new(null_mut());
+
+fn getenv(name: &str) -> Option<OsString> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; the result, if not NULL, is a
+    // NUL-terminated string owned by the environment, copied at once.
+    unsafe {
+        let v = libc::getenv(name.as_ptr());
+        (!v.is_null()).then(|| OsString::from_vec(CStr::from_ptr(v).to_bytes().to_vec()))
+    }
+}
 
 /// The process-wide configuration; the environment is read on first use.
 #[inline]
 pub fn get() -> &'static Config {
-    &CONFIG
+    let c = CONFIG.load(Ordering::Acquire);
+    if c.is_null() {
+        return first_get();
+    }
+    // SAFETY: a published configuration is never freed.
+    unsafe { &*c }
+}
+
+#[cold]
+fn first_get() -> &'static Config {
+    let mut lines = Vec::new();
+    let mine = Box::into_raw(Box::new(Config::from_vars(getenv, |line| lines.push(line))));
+    match CONFIG.compare_exchange(null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // Reported once: only by the thread whose copy was published.
+            for line in lines {
+                crate::diag::write_line(format_args!("{line}"));
+            }
+            // SAFETY: just published, never freed.
+            unsafe { &*mine }
+        }
+        Err(winner) => {
+            // SAFETY: `mine` was never published.
+            drop(unsafe { Box::from_raw(mine) });
+            // SAFETY: a published configuration is never freed.
+            unsafe { &*winner }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -181,5 +228,13 @@ mod tests {
         assert_eq!(lines.len(), 1);
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "99999999999")]);
         assert_eq!(lines.len(), 1);
+        for bad in [" 50", "50 ", "+7", "-0", "", "0x10", "5 0"] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", bad)]);
+            assert_eq!(lines.len(), 1, "{bad:?} must be reported");
+            assert_eq!(config.max_entries, DEFAULT_MAX_ENTRIES, "{bad:?}");
+        }
+        let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "007")]);
+        assert!(lines.is_empty());
+        assert_eq!(config.max_entries, 7);
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::config::{self, OnMisuse};
 use std::fmt;
-use std::io::Write;
 
 /// Formats a pointer as glibc's `%p` does: `0x…`, or `(nil)` for NULL.
 pub struct P<T>(pub *const T);
@@ -20,11 +19,25 @@ impl<T> fmt::Display for P<T> {
     }
 }
 
-fn write_line(line: fmt::Arguments<'_>) {
+/// Writes one line to fd 2 with one `write(2)`: no lock (std's stderr has
+/// one, which a `fork()` could leave held), and lines of different threads
+/// never interleave.
+pub fn write_line(line: fmt::Arguments<'_>) {
     let mut text = line.to_string();
     text.push('\n');
-    // Nothing sensible can be done if stderr is gone.
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: writes bytes from a live buffer to fd 2.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            // Nothing sensible can be done if stderr is gone (EINTR aside).
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
 }
 
 /// A misuse was refused: the call must return without doing anything.

@@ -11,8 +11,8 @@ use crate::cache::{Cache, Commit, Policy};
 use crate::config;
 use crate::diag::{misuse, trace, tracing, Refused, P};
 use crate::entry::{Checked, EntryPtr};
-use crate::registry::{self, CacheState};
-use std::ffi::{c_char, c_uint};
+use crate::registry::{self, CacheState, HeadWords};
+use std::ffi::{c_char, c_int, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null_mut, NonNull};
 
@@ -55,18 +55,56 @@ fn boundary<R>(function: &str, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
-            eprintln!("qed-l2-cache: {function}: internal error (Rust panic); aborting");
+            crate::diag::write_line(format_args!(
+                "qed-l2-cache: {function}: internal error (Rust panic); aborting"
+            ));
             std::process::abort()
         }
     }
 }
 
-/// The hidden state of an initialised cache.
+/// The list head words of the caller's struct as they are now.
+///
+/// # Safety
+/// `l2_cache` must point to 24 readable bytes.
+unsafe fn head_words(l2_cache: *const L2TableCache) -> HeadWords {
+    // SAFETY: per the caller's guarantee; the union's circular view covers
+    // both words, whatever was stored through either view.
+    unsafe {
+        let link = (*l2_cache).entries.tqh_circ;
+        HeadWords {
+            first: link.tql_next as usize,
+            last_link: link.tql_prev as usize,
+            n_entries: (*l2_cache).n_entries,
+        }
+    }
+}
+
+/// Records the head the library just left in the struct.
+///
+/// # Safety
+/// As for [`head_words`].
+unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
+    // SAFETY: per the caller's guarantee.
+    state.written = unsafe { head_words(l2_cache) };
+}
+
+/// The hidden state of an initialised cache, and its number.
+///
+/// The cache is the one the library's map records at this address (the
+/// number in the struct's padding is only a hint, rewritten when wrong),
+/// and its list head must be exactly what the library last wrote there:
+/// anything else is refused before the list is touched. A correct caller
+/// never changes the head (only the library writes it), so these checks
+/// cannot fire for one.
 ///
 /// # Safety
 /// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
 /// bytes) that no other thread uses during the call.
-unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<&'a mut CacheState, Refused> {
+unsafe fn state_of<'a>(
+    function: &str,
+    l2_cache: *const L2TableCache,
+) -> Result<(u32, &'a mut CacheState), Refused> {
     if l2_cache.is_null() {
         return Err(misuse(function, format_args!("l2_cache is NULL")));
     }
@@ -77,37 +115,46 @@ unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<
         ));
     }
     // SAFETY: non-null and aligned, readable per the caller's guarantee.
-    let number = unsafe { (*l2_cache).handle };
-    match registry::lookup(number, l2_cache as usize) {
-        // SAFETY: the state is live while the cache is initialised, and
-        // calls on one cache are serialized by the caller (docs/behaviour.md, "How QEMU calls it").
-        Some(state) => Ok(unsafe { &mut *state }),
-        None => Err(misuse(
+    let hint = unsafe { (*l2_cache).handle };
+    // SAFETY: calls on one cache are serialized by the caller.
+    let Some((number, state)) = (unsafe { registry::find(l2_cache as usize, hint) }) else {
+        return Err(misuse(
             function,
             format_args!(
-                "l2_cache {}: not initialised, or already freed (call qed_init_l2_cache first)",
+                "l2_cache {}: not initialised, already freed, or a copy (call qed_init_l2_cache first)",
                 P(l2_cache)
             ),
-        )),
+        ));
+    };
+    // SAFETY: readable per the caller's guarantee.
+    let head = unsafe { head_words(l2_cache) };
+    if head != state.written {
+        return Err(misuse(
+            function,
+            format_args!(
+                "l2_cache {}: the list head is not what the library last wrote there \
+                 (struct overwritten, zeroed or copied onto?); refusing to follow it",
+                P(l2_cache)
+            ),
+        ));
     }
+    if number != hint {
+        // The padding was overwritten by a store to the struct: restore
+        // the hint (the map, not the hint, said which cache this is).
+        // SAFETY: the struct is the caller's live cache, writable.
+        unsafe { (*l2_cache.cast_mut()).handle = number };
+    }
+    Ok((number, state))
 }
 
 /// A live entry from a pointer C passed in; `if_released` says what a
-/// released one means for this function.
-///
-/// # Safety
-/// `entry`, if not NULL, must point to readable memory (see
-/// [`EntryPtr::check`]).
-unsafe fn live_entry(
-    function: &str,
-    entry: *mut CachedL2Table,
-    if_released: &str,
-) -> Result<EntryPtr, Refused> {
+/// released one means for this function. Nothing is read through the
+/// pointer unless the library's records say it is a live entry.
+fn live_entry(function: &str, entry: *mut CachedL2Table, if_released: &str) -> Result<EntryPtr, Refused> {
     let Some(p) = NonNull::new(entry) else {
         return Err(misuse(function, format_args!("entry is NULL")));
     };
-    // SAFETY: non-null, readable per the caller's guarantee.
-    match unsafe { EntryPtr::check(p) } {
+    match EntryPtr::check(p) {
         Checked::Live(e) => Ok(e),
         Checked::Released => Err(misuse(
             function,
@@ -115,24 +162,60 @@ unsafe fn live_entry(
         )),
         Checked::Foreign => Err(misuse(
             function,
-            format_args!("entry {}: not allocated by qed_alloc_l2_cache_entry", P(entry)),
+            format_args!(
+                "entry {}: not allocated by qed_alloc_l2_cache_entry (or released long ago)",
+                P(entry)
+            ),
         )),
     }
 }
 
-/// Drops one reference, releasing the entry (and its table) at zero.
-fn drop_ref(e: EntryPtr) {
-    let refs = e.refs() - 1;
-    e.set_refs(refs);
-    if tracing() {
-        trace(
-            "qed_unref_l2_cache_entry",
-            format_args!("entry {} ref {}", P(e.as_c()), refs),
-        );
+/// How a reference count changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RefChange<'a> {
+    /// `find` (the function named) hands out one more.
+    Take(&'a str),
+    /// One is dropped; `traced` prints QEMU's unref trace line.
+    Drop { traced: bool },
+}
+
+/// Every change of an entry's reference count happens here. At zero the
+/// entry and its table are released. A count that would pass `INT_MAX` is
+/// a misuse; in warn mode it is reported once and the count is frozen
+/// (the entry is then never released, which is safe, unlike a wrap).
+fn change_refs(e: EntryPtr, change: RefChange<'_>) {
+    if e.is_saturated() {
+        return;
     }
-    if refs == 0 {
-        // SAFETY: the last reference is gone and the entry is on no list.
-        unsafe { e.release() };
+    let refs = e.refs();
+    match change {
+        RefChange::Take(function) if refs == c_int::MAX => {
+            misuse(
+                function,
+                format_args!(
+                    "entry {}: reference count would pass INT_MAX; it stays at INT_MAX and the \
+                     entry is never released",
+                    P(e.as_c())
+                ),
+            );
+            e.saturate();
+        }
+        RefChange::Take(_) => e.set_refs(refs + 1),
+        RefChange::Drop { traced } => {
+            let refs = refs - 1;
+            e.set_refs(refs);
+            if traced && tracing() {
+                trace(
+                    "qed_unref_l2_cache_entry",
+                    format_args!("entry {} ref {}", P(e.as_c()), refs),
+                );
+            }
+            if refs == 0 {
+                // SAFETY: the last reference is gone and the entry is on no
+                // list (a cached entry holds the cache's reference).
+                unsafe { e.release() };
+            }
+        }
     }
 }
 
@@ -160,22 +243,26 @@ unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
             ),
         );
     }
-    drop_ref(e);
+    change_refs(e, RefChange::Drop { traced: true });
 }
 
-/// Copies the core's entry count into the C struct.
+/// Copies the core's entry count into the C struct and remembers the head
+/// the library leaves there.
 ///
 /// # Safety
 /// `l2_cache` must be valid and writable.
-unsafe fn sync_count(l2_cache: *mut L2TableCache, core: &Cache<EntryPtr>) {
+unsafe fn sync_count(l2_cache: *mut L2TableCache, state: &mut CacheState) {
     // SAFETY: per the caller's guarantee.
-    unsafe { (*l2_cache).n_entries = core.len() };
+    unsafe {
+        (*l2_cache).n_entries = state.core.len();
+        remember_head(l2_cache, state);
+    }
 }
 
 /// Initialize an L2 table cache embedded in the caller's state.
 ///
 /// Parameters: `l2_cache`, the caller's `L2TableCache` (its contents may be
-/// anything, typically zeroes).
+/// anything, typically zeroes; they are not read).
 ///
 /// Afterwards `l2_cache->entries` is an empty QTAILQ and `n_entries` is 0;
 /// the maximum and the policy come from `QED_L2_CACHE_SIZE` and
@@ -186,6 +273,7 @@ unsafe fn sync_count(l2_cache: *mut L2TableCache, core: &Cache<EntryPtr>) {
 ///
 /// Memory and lifetimes: the library keeps hidden state for the cache until
 /// `qed_free_l2_cache`; the struct must not be moved or copied meanwhile.
+/// There is no limit on the number of caches initialised at once.
 ///
 /// # Safety
 /// `l2_cache` must point to a writable `L2TableCache` that no other thread
@@ -202,25 +290,26 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             misuse(F, format_args!("l2_cache {}: misaligned pointer", P(l2_cache)));
             return;
         }
-        if let Some(stale) = registry::number_at(l2_cache as usize).and_then(registry::unregister) {
+        let owner = l2_cache as usize;
+        if let Some(mut stale) = registry::number_at(owner).and_then(|n| registry::unregister(owner, n)) {
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
             // the struct's old contents.
-            let mut stale = stale;
             stale.core.drain(detach);
         }
         let cfg = config::get();
-        let state = Box::new(CacheState {
-            owner: l2_cache as usize,
-            core: Cache::new(cfg.max_entries, cfg.policy),
-        });
-        let Some(number) = registry::register(state) else {
-            misuse(
-                F,
-                format_args!("l2_cache {}: too many caches initialised at once", P(l2_cache)),
-            );
-            return;
+        // The head `qtailq_init` writes below: no first element, and the
+        // last-link pointing at the head's own link (offset 0).
+        let written = HeadWords {
+            first: 0,
+            last_link: owner,
+            n_entries: 0,
         };
+        let number = registry::register(owner, |serial| CacheState {
+            core: Cache::new(cfg.max_entries, cfg.policy),
+            written,
+            serial,
+        });
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
         unsafe {
             qtailq_init(l2_cache);
@@ -236,12 +325,7 @@ fn detach(e: EntryPtr) {
     // SAFETY: `e` is live; its list is discarded, so its links are stale.
     unsafe { qtailq_clear_links(e.as_c()) };
     e.set_cached(false);
-    let refs = e.refs() - 1;
-    e.set_refs(refs);
-    if refs == 0 {
-        // SAFETY: last reference gone, on no list.
-        unsafe { e.release() };
-    }
+    change_refs(e, RefChange::Drop { traced: false });
 }
 
 /// Free an L2 table cache and every table it holds.
@@ -265,7 +349,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
     const F: &str = "qed_free_l2_cache";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         let entries = state.core.handles();
@@ -281,9 +365,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
                 ),
             );
         }
-        // SAFETY: the cache is initialised, so the handle names its state.
-        let number = unsafe { (*l2_cache).handle };
-        if let Some(mut state) = registry::unregister(number) {
+        if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
             state.core.drain(detach);
         }
         // SAFETY: `l2_cache` is valid and writable per the contract.
@@ -306,7 +388,8 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
 ///
 /// Memory and lifetimes: set `table` to memory from an aligned allocator
 /// that `free()` releases, and `offset`; then either
-/// `qed_commit_l2_cache_entry` it or `qed_unref_l2_cache_entry` it.
+/// `qed_commit_l2_cache_entry` it or `qed_unref_l2_cache_entry` it. The
+/// entry may be used and released on any thread.
 ///
 /// # Safety
 /// None beyond the C signature: `l2_cache` is only printed.
@@ -329,11 +412,13 @@ pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -
 ///
 /// Memory and lifetimes: at zero references the entry and its `table`
 /// (with `free()`) are released. Dropping a reference you do not hold
-/// (double unref), or the cache's own, is a misuse.
+/// (double unref), or the cache's own, is a misuse. Whether `entry` is one
+/// of the library's is decided from the library's own records, without
+/// reading `*entry`; docs/misuse.md states how long a released entry is
+/// recognised as such.
 ///
 /// # Safety
-/// `entry` must be NULL or a pointer to readable memory; calls on entries of
-/// one cache are serialized by the caller's lock.
+/// Calls on entries of one cache are serialized by the caller's lock.
 #[no_mangle]
 pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
     const F: &str = "qed_unref_l2_cache_entry";
@@ -341,9 +426,7 @@ pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
         if entry.is_null() {
             return;
         }
-        // SAFETY: non-null, readable per this function's contract.
-        let Ok(e) = (unsafe { live_entry(F, entry, "double unref: the entry has no references left") })
-        else {
+        let Ok(e) = live_entry(F, entry, "double unref: the entry has no references left") else {
             return;
         };
         let refs = e.refs();
@@ -358,7 +441,7 @@ pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
             );
             return;
         }
-        drop_ref(e);
+        change_refs(e, RefChange::Drop { traced: true });
     })
 }
 
@@ -372,7 +455,7 @@ pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
 /// cached (satisfy the miss with alloc, read, commit, find).
 ///
 /// Locking: called with the caller's table lock held. O(1) whatever the
-/// number of cached tables; no allocation.
+/// number of cached tables; no allocation, no lock of the library's.
 ///
 /// # Safety
 /// `l2_cache` must point to an `L2TableCache` that no other thread uses
@@ -385,7 +468,7 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
     const F: &str = "qed_find_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return null_mut();
         };
         let Some(hit) = state.core.find(offset) else {
@@ -397,6 +480,7 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             unsafe {
                 qtailq_remove(l2_cache, e.as_c());
                 qtailq_insert_tail(l2_cache, e.as_c());
+                remember_head(l2_cache, state);
             }
         }
         if tracing() {
@@ -411,9 +495,24 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
                 ),
             );
         }
-        e.set_refs(e.refs() + 1);
+        change_refs(e, RefChange::Take(F));
         e.as_c()
     })
+}
+
+/// A commit refused because of the cache or of the offset still takes the
+/// caller's reference, as a successful one would: a caller never takes
+/// back what it handed to commit, so keeping it would leak the entry. Only
+/// a live entry that is not cached holds such a reference; anything else
+/// (cached, released, not the library's) is left untouched.
+fn drop_refused(l2_table: *mut CachedL2Table) {
+    if let Some(p) = NonNull::new(l2_table) {
+        if let Checked::Live(e) = EntryPtr::check(p) {
+            if !e.is_cached() {
+                change_refs(e, RefChange::Drop { traced: true });
+            }
+        }
+    }
 }
 
 /// Commit an entry into the cache, taking over one reference from the
@@ -431,11 +530,15 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
 /// use the cache grows past its maximum and shrinks back later.
 ///
 /// Memory and lifetimes: the caller's reference now belongs to the cache;
-/// call `qed_find_l2_cache_entry` to get one back.
+/// call `qed_find_l2_cache_entry` to get one back. A commit refused because
+/// of the cache (NULL, misaligned, not initialised, freed, copied, list
+/// head not the library's) or because `offset` is 0 still takes that
+/// reference (with `QED_L2_CACHE_ON_MISUSE=warn`, nothing leaks); an entry
+/// that is cached, released or not the library's is left untouched.
 ///
 /// # Safety
-/// `l2_cache` must point to an `L2TableCache` and `l2_table` to readable
-/// memory, neither used by another thread during the call.
+/// `l2_cache` must point to an `L2TableCache`, neither it nor `l2_table`
+/// used by another thread during the call.
 #[no_mangle]
 pub unsafe extern "C" fn qed_commit_l2_cache_entry(
     l2_cache: *mut L2TableCache,
@@ -444,12 +547,11 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
     const F: &str = "qed_commit_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
-            return;
+        let (_, state) = match unsafe { state_of(F, l2_cache) } {
+            Ok(found) => found,
+            Err(_) => return drop_refused(l2_table),
         };
-        // SAFETY: per this function's contract.
-        let Ok(e) = (unsafe { live_entry(F, l2_table, "already released (its last reference was dropped)") })
-        else {
+        let Ok(e) = live_entry(F, l2_table, "already released (its last reference was dropped)") else {
             return;
         };
         if e.is_cached() {
@@ -467,7 +569,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                     P(l2_table)
                 ),
             );
-            return;
+            return drop_refused(l2_table);
         }
         let outcome = state.core.commit(e.offset(), e, in_use, |victim| {
             // SAFETY: the core just took `victim` off this cache.
@@ -488,7 +590,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                     );
                     trace("qed_unref_l2_cache_entry", format_args!("entry {c} ref {refs}"));
                 }
-                drop_ref(e);
+                change_refs(e, RefChange::Drop { traced: true });
             }
             Commit::Inserted => {
                 e.set_cached(true);
@@ -497,7 +599,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             }
         }
         // SAFETY: valid and writable per the contract.
-        unsafe { sync_count(l2_cache, &state.core) };
+        unsafe { sync_count(l2_cache, state) };
     })
 }
 
@@ -515,7 +617,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
     const F: &str = "qed_l2_cache_set_max_entries";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         if max == 0 {
@@ -530,7 +632,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             unsafe { evict(l2_cache, victim) }
         });
         // SAFETY: valid and writable per the contract.
-        unsafe { sync_count(l2_cache, &state.core) };
+        unsafe { sync_count(l2_cache, state) };
     })
 }
 
@@ -548,7 +650,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
     const F: &str = "qed_l2_cache_set_policy";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         match Policy::ALL.get(policy as usize) {
@@ -575,7 +677,7 @@ pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, s
     const F: &str = "qed_l2_cache_get_stats";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok(state) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         if stats.is_null() {

@@ -51,11 +51,13 @@ impl OffsetIndex {
     }
 
     /// Number of slots indexed.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// True when nothing is indexed.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -3,28 +3,45 @@
 //! `block/qed-l2-cache.c` (the L2 table cache of the QED image format).
 //!
 //! A C block layer deletes that file, links `libqed_l2_cache.so` and keeps
-//! its own `qed.h`: the exported functions and the `#[repr(C)]` mirrors in
-//! [`abi`] match QEMU's ABI to the byte (see docs/abi.md).
+//! its own `qed.h`: the exported functions and the `#[repr(C)]` mirrors
+//! match QEMU's ABI to the byte (docs/abi.md).
 //!
 //! Layout:
-//! - [`cache`] and [`index`]: the safe core (order, policy, eviction, O(1)
+//! - `cache` and `index`: the safe core (order, policy, eviction, O(1)
 //!   lookup); it knows nothing of C.
-//! - [`abi`]: the C-visible types and the QTAILQ link handling.
-//! - [`entry`] and [`registry`]: where entries and per-cache state live.
-//! - [`ffi`]: the exported functions, a thin layer over the above.
-//! - [`config`] and [`diag`]: the environment, misuse reports and traces.
+//! - `abi`: the C-visible types and the QTAILQ link handling.
+//! - `entry`, `ledger` and `registry`: where entries and per-cache state
+//!   live, and how a pointer from C is recognised without reading it.
+//! - `sync` and `memtools`: the locks kept fork-safe, the unload cleanup,
+//!   and what memory checkers are told.
+//! - `ffi`: the exported functions, a thin layer over the above.
+//! - `config` and `diag`: the environment, misuse reports and traces.
 
-pub mod abi;
-pub mod cache;
-pub mod config;
-pub mod diag;
-pub mod entry;
-pub mod ffi;
-pub mod index;
-pub mod registry;
+mod abi;
+mod cache;
+mod config;
+mod diag;
+mod entry;
+mod ffi;
+mod index;
+mod ledger;
+mod memtools;
+mod registry;
+mod sync;
 
 pub use abi::{CachedL2Table, L2TableCache, QEDTable, QTailQLink};
 pub use ffi::*;
+
+/// Internals for this crate's own integration tests, benchmarks and fuzz
+/// target only: not part of the library's API, and may change at any time.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::cache::{Cache, Commit, Policy, Stats};
+    pub use crate::config::{get as config, OnMisuse};
+    pub use crate::entry::{Checked, EntryPtr, HIDDEN_BYTES};
+    pub use crate::ledger::QUARANTINE_PER_THREAD;
+    pub use crate::registry::CacheState;
+}
 
 #[cfg(test)]
 mod header_tests {

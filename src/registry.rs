@@ -1,100 +1,253 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Where each cache's hidden state lives.
+//! Where each cache's hidden state lives, and how a call finds it.
 //!
 //! The caller's `L2TableCache` is 24 bytes and cannot grow, so the state
-//! (the index, the policy, the counters) is a separate allocation found
-//! through a number kept in the struct's 4 bytes of tail padding. Numbers
-//! index a fixed table of atomic pointers: finding a cache's state is one
-//! lock-free load, so caches used from different threads never contend.
-//! Only `init` and `free` take the lock that hands numbers out.
+//! (the core cache, the counters) lives in a *slot* of the library's. The
+//! authority on which slot belongs to which struct is a map from the
+//! struct's address (hidden like the entry keys) to its slot number, kept
+//! under a lock that only `init`, `free` and the rare fallback below take.
+//! The slot number is also written into the struct's 4 bytes of tail
+//! padding as a *hint*: a call reads the hint, and if that slot is owned by
+//! this very address it is the cache, with no lock and no write shared
+//! with another cache. If the padding was overwritten (C lets any store to
+//! a member change it), the map finds the cache and the hint is rewritten.
+//!
+//! Slots are type-stable: they live in segments that are never freed while
+//! any cache is initialised, so a stale or garbage hint only ever reads an
+//! atomic owner word, never freed memory. There is no limit on the number
+//! of caches beyond memory (up to 2^32 - 1 at once).
 
 use crate::cache::Cache;
 use crate::entry::EntryPtr;
-use std::collections::BTreeMap;
+use crate::ledger::hide;
+use crate::sync::{ensure_fork_handlers, Locked};
+use std::cell::UnsafeCell;
+use std::collections::HashMap;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-/// Caches that may be initialised at once in one process.
-#[cfg(not(miri))]
-pub const MAX_CACHES: usize = 1 << 16;
-/// Under Miri a small table: Stacked Borrows retags the whole table on every
-/// lookup, which would make each call take about half a second.
-#[cfg(miri)]
-pub const MAX_CACHES: usize = 256;
+/// The list head words the library last wrote into the caller's struct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadWords {
+    /// `entries.tqh_first`.
+    pub first: usize,
+    /// `entries.tqh_circ.tql_prev`.
+    pub last_link: usize,
+    /// `n_entries`.
+    pub n_entries: u32,
+}
 
 /// A cache's hidden state.
 pub struct CacheState {
-    /// Address of the `L2TableCache` this state belongs to: a struct copied
-    /// elsewhere, or stale bytes, do not match it.
-    pub owner: usize,
     /// The policy, index and counters.
     pub core: Cache<EntryPtr>,
+    /// What the library last wrote into the struct's list head; a struct
+    /// whose head differs was not left as the library left it.
+    pub written: HeadWords,
+    /// The cache's number in init order (1 = first of the process).
+    pub serial: u64,
 }
 
-static STATES: [AtomicPtr<CacheState>; MAX_CACHES] = [const { AtomicPtr::new(null_mut()) }; MAX_CACHES];
+/// One slot, on its own cache lines so caches never share a written line.
+#[repr(align(128))]
+struct Slot {
+    /// `hide(address)` of the struct that owns the slot, 0 when free.
+    owner: AtomicU64,
+    state: UnsafeCell<Option<CacheState>>,
+}
+
+/// Segment `s` holds `FIRST_SEGMENT << s` slots.
+const FIRST_SEGMENT: usize = 64;
+const SEGMENTS: usize = 27;
+
+static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()) }; SEGMENTS];
+
+fn position(number: u32) -> (usize, usize) {
+    let j = number as usize - 1 + FIRST_SEGMENT;
+    let s = (usize::BITS - 1 - j.leading_zeros()) as usize - FIRST_SEGMENT.trailing_zeros() as usize;
+    (s, j - (FIRST_SEGMENT << s))
+}
+
+/// The slot numbered `number`, if its segment exists.
+fn slot(number: u32) -> Option<&'static Slot> {
+    if number == 0 {
+        return None;
+    }
+    let (s, i) = position(number);
+    let seg = SEGMENT.get(s)?.load(Ordering::Acquire);
+    // SAFETY: a published segment holds `FIRST_SEGMENT << s` slots and is
+    // freed only at unload, when no cache is initialised.
+    (!seg.is_null()).then(|| unsafe { &*seg.add(i) })
+}
 
 struct Numbers {
     free: Vec<u32>,
     next: u32,
-    /// Live caches by address, so `init` can tell a cache that was never
-    /// freed without reading the (possibly uninitialised) padding.
-    owners: BTreeMap<usize, u32>,
+    by_owner: HashMap<u64, u32>,
+    serial: u64,
 }
 
-static NUMBERS: Mutex<Numbers> = Mutex::new(Numbers {
-    free: Vec::new(),
-    next: 1,
-    owners: BTreeMap::new(),
-});
+static NUMBERS: Locked<Option<Numbers>> = Locked::new(None);
 
-fn numbers() -> std::sync::MutexGuard<'static, Numbers> {
-    NUMBERS.lock().unwrap_or_else(|e| e.into_inner())
+fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
+    NUMBERS.with(|n| {
+        f(n.get_or_insert_with(|| Numbers {
+            free: Vec::new(),
+            next: 1,
+            by_owner: HashMap::new(),
+            serial: 0,
+        }))
+    })
 }
 
-/// Stores `state` and returns its number (never 0), or `None` when
-/// `MAX_CACHES - 1` caches are already initialised.
-pub fn register(state: Box<CacheState>) -> Option<u32> {
-    let mut n = numbers();
-    let number = match n.free.pop() {
-        Some(number) => number,
-        None if (n.next as usize) < MAX_CACHES => {
-            n.next += 1;
+/// Makes sure slot `number`'s segment exists (registry lock held).
+fn grow_to(number: u32) {
+    let (s, _) = position(number);
+    if SEGMENT[s].load(Ordering::Acquire).is_null() {
+        let slots: Box<[Slot]> = (0..FIRST_SEGMENT << s)
+            .map(|_| Slot {
+                owner: AtomicU64::new(0),
+                state: UnsafeCell::new(None),
+            })
+            .collect();
+        SEGMENT[s].store(Box::leak(slots).as_mut_ptr(), Ordering::Release);
+    }
+}
+
+/// Records a new cache at `owner` and returns its number; `make` builds
+/// its state given its serial number.
+pub fn register(owner: usize, make: impl FnOnce(u64) -> CacheState) -> u32 {
+    ensure_fork_handlers();
+    numbers(|n| {
+        let number = n.free.pop().unwrap_or_else(|| {
+            n.next = n.next.checked_add(1).expect("qed-l2-cache: 2^32 caches at once");
             n.next - 1
-        }
-        None => return None,
-    };
-    n.owners.insert(state.owner, number);
-    STATES[number as usize].store(Box::into_raw(state), Ordering::Release);
-    Some(number)
+        });
+        grow_to(number);
+        n.serial += 1;
+        let slot = slot(number).expect("segment just made");
+        // SAFETY: the slot is free (owner 0), so no one reads its state;
+        // the Release store below publishes it.
+        unsafe { *slot.state.get() = Some(make(n.serial)) };
+        slot.owner.store(hide(owner), Ordering::Release);
+        n.by_owner.insert(hide(owner), number);
+        number
+    })
 }
 
-/// The number of the live cache at `owner`, found without reading it.
-pub fn number_at(owner: usize) -> Option<u32> {
-    numbers().owners.get(&owner).copied()
-}
-
-/// The state numbered `number` if it belongs to the cache at `owner`.
+/// The live cache at `owner`: through the hint, else through the map.
+/// Returns its number (to rewrite a wrong hint) and its state.
+///
+/// # Safety
+/// Calls on one cache are serialized by the caller, so the returned state
+/// is used by one thread at a time until `unregister`.
 #[inline]
-pub fn lookup(number: u32, owner: usize) -> Option<*mut CacheState> {
-    let state = STATES.get(number as usize)?.load(Ordering::Acquire);
-    // SAFETY: a non-null pointer in the table is a live Box until
-    // `unregister`, which only the cache's owner calls, serialized with
-    // every other call on that cache by the caller's lock (docs/behaviour.md, "How QEMU calls it").
-    (!state.is_null() && unsafe { (*state).owner } == owner).then_some(state)
-}
-
-/// Takes the state numbered `number` out of the table.
-pub fn unregister(number: u32) -> Option<Box<CacheState>> {
-    let mut n = numbers();
-    let state = STATES.get(number as usize)?.swap(null_mut(), Ordering::AcqRel);
-    if state.is_null() {
+pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, &'a mut CacheState)> {
+    let key = hide(owner);
+    let number = match slot(hint) {
+        Some(s) if s.owner.load(Ordering::Acquire) == key => hint,
+        _ => numbers(|n| n.by_owner.get(&key).copied())?,
+    };
+    let s = slot(number)?;
+    if s.owner.load(Ordering::Acquire) != key {
         return None;
     }
-    n.free.push(number);
-    // SAFETY: as in `lookup`.
-    n.owners.remove(&unsafe { (*state).owner });
-    // SAFETY: the pointer came from Box::into_raw in `register` and was
-    // removed from the table, so this is its only owner.
-    Some(unsafe { Box::from_raw(state) })
+    // SAFETY: owned by `owner`, initialised before the owner word was
+    // published; the caller serializes its use.
+    unsafe { (*s.state.get()).as_mut().map(|state| (number, state)) }
+}
+
+/// The number of the live cache at `owner`, without reading the struct.
+pub fn number_at(owner: usize) -> Option<u32> {
+    numbers(|n| n.by_owner.get(&hide(owner)).copied())
+}
+
+/// Takes the cache numbered `number` (at `owner`) out of the registry.
+pub fn unregister(owner: usize, number: u32) -> Option<CacheState> {
+    numbers(|n| {
+        let s = slot(number)?;
+        if s.owner.load(Ordering::Acquire) != hide(owner) {
+            return None;
+        }
+        n.by_owner.remove(&hide(owner));
+        s.owner.store(0, Ordering::Release);
+        n.free.push(number);
+        // SAFETY: the owner word is 0 again, so no lookup reaches the state;
+        // the caller of `unregister` was its only user.
+        unsafe { (*s.state.get()).take() }
+    })
+}
+
+/// True when no cache is initialised.
+pub fn is_empty() -> bool {
+    numbers(|n| n.by_owner.is_empty())
+}
+
+/// Fork handler: takes the registry lock.
+pub fn lock_all() {
+    NUMBERS.raw().lock();
+}
+
+/// Fork handler: releases it.
+pub fn unlock_all() {
+    NUMBERS.raw().unlock();
+}
+
+/// At unload, with no cache initialised: frees the segments.
+pub fn release_all_at_unload() {
+    NUMBERS.with(|n| {
+        if n.as_ref().is_some_and(|n| !n.by_owner.is_empty()) {
+            return;
+        }
+        *n = None;
+        for (s, seg) in SEGMENT.iter().enumerate() {
+            let p = seg.swap(null_mut(), Ordering::AcqRel);
+            if !p.is_null() {
+                // SAFETY: made by `grow_to` from a boxed slice of this
+                // length; no cache is live, so no state is in use.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, FIRST_SEGMENT << s)) });
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Policy;
+
+    #[test]
+    fn positions_cover_every_number_once() {
+        assert_eq!(position(1), (0, 0));
+        assert_eq!(position(64), (0, 63));
+        assert_eq!(position(65), (1, 0));
+        assert_eq!(position(64 + 128), (1, 127));
+        assert_eq!(position(64 + 128 + 1), (2, 0));
+        assert_eq!(position(u32::MAX).0, SEGMENTS - 1);
+    }
+
+    #[test]
+    fn hint_or_map_finds_the_owner_only() {
+        let owner_a = 0x1000_0008usize;
+        let owner_b = 0x1000_0040usize;
+        let mk = |serial| CacheState {
+            core: Cache::new(4, Policy::Fifo),
+            written: HeadWords::default(),
+            serial,
+        };
+        let a = register(owner_a, mk);
+        let b = register(owner_b, mk);
+        // SAFETY: this test is the only user of these states.
+        unsafe {
+            assert_eq!(find(owner_a, a).map(|f| f.0), Some(a));
+            // A wrong hint (b's number, or garbage) still finds a via the map.
+            assert_eq!(find(owner_a, b).map(|f| f.0), Some(a));
+            assert_eq!(find(owner_a, 0xdead_beef).map(|f| f.0), Some(a));
+            assert!(find(owner_a + 8, a).is_none());
+        }
+        assert!(unregister(owner_a, a).is_some());
+        // SAFETY: as above.
+        unsafe { assert!(find(owner_a, a).is_none()) };
+        assert!(unregister(owner_b, b).is_some());
+    }
 }

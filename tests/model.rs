@@ -10,7 +10,7 @@
 mod model;
 
 use model::{Driver, Report, Rng, RunConfig};
-use qed_l2_cache::cache::Policy;
+use qed_l2_cache::internals::Policy;
 use std::sync::Mutex;
 
 /// One driver at a time per process (see the model's module doc).

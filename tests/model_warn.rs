@@ -13,7 +13,7 @@
 mod model;
 
 use model::{Driver, Rng, RunConfig};
-use qed_l2_cache::cache::Policy;
+use qed_l2_cache::internals::Policy;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 

@@ -9,8 +9,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qed_l2_cache::cache::Policy;
-use qed_l2_cache::config::{self, OnMisuse};
+use qed_l2_cache::internals::Policy;
+use qed_l2_cache::internals::{self as config, OnMisuse};
 
 #[path = "../../tests/model/mod.rs"]
 mod model;
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         capacity: [1, 2, 3, 50, 1000][c as usize],
         policy: Policy::ALL[p as usize],
         ops: u64::MAX, // until the input is used up
-        misuse: config::get().on_misuse == OnMisuse::Warn,
+        misuse: config::config().on_misuse == OnMisuse::Warn,
         label: "fuzz".into(),
     };
     Driver::new(cfg, src).run();

@@ -29,9 +29,9 @@
 
 #![allow(dead_code)]
 
-use qed_l2_cache::cache::Policy;
-use qed_l2_cache::config::{self, OnMisuse};
-use qed_l2_cache::entry::{Checked, EntryPtr};
+use qed_l2_cache::internals::Policy;
+use qed_l2_cache::internals::{self as config, OnMisuse};
+use qed_l2_cache::internals::{Checked, EntryPtr};
 use qed_l2_cache::{
     qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry, qed_find_l2_cache_entry, qed_free_l2_cache,
     qed_init_l2_cache, qed_l2_cache_get_stats, qed_l2_cache_set_max_entries, qed_l2_cache_set_policy,
@@ -174,7 +174,7 @@ const FRESH_BASE: u64 = 1 << 44;
 const TABLE_WORDS: usize = 8;
 
 /// How many released entries per step can be checked: the last ones
-/// released are still in the library's quarantine (128 per shard).
+/// released are still in the library's quarantine (thousands per thread).
 const RELEASE_CHECK_MAX: usize = 64;
 
 #[derive(Debug)]
@@ -454,7 +454,7 @@ impl<S: Source> Driver<S> {
     /// A driver over a fresh, uninitialised cache.
     pub fn new(cfg: RunConfig, src: S) -> Self {
         assert!(cfg.capacity >= 1);
-        let misuse_ok = cfg.misuse && config::get().on_misuse == OnMisuse::Warn;
+        let misuse_ok = cfg.misuse && config::config().on_misuse == OnMisuse::Warn;
         assert!(
             misuse_ok || !cfg.misuse,
             "misuse runs need QED_L2_CACHE_ON_MISUSE=warn"
@@ -579,7 +579,7 @@ impl<S: Source> Driver<S> {
         let p = unsafe { qed_alloc_l2_cache_entry(cache) };
         check!(self, !p.is_null(), "alloc returned NULL");
         // SAFETY: non-null; an entry the library just handed out.
-        let live = unsafe { EntryPtr::check(NonNull::new_unchecked(p)) };
+        let live = EntryPtr::check(unsafe { NonNull::new_unchecked(p) });
         check!(
             self,
             matches!(live, Checked::Live(_)),
@@ -714,7 +714,7 @@ impl<S: Source> Driver<S> {
             // Documented: init over a live cache drops that cache first.
             self.report.detached_held += self.model.drain() as u64;
         }
-        let cfg = config::get();
+        let cfg = config::config();
         self.model.init(cfg.max_entries, cfg.policy);
         self.check_all();
         self.set_max(self.cfg.capacity);
@@ -1073,15 +1073,9 @@ impl<S: Source> Driver<S> {
                 self.refused("qed_commit_l2_cache_entry", "offset is 0", |_| unsafe {
                     qed_commit_l2_cache_entry(cache, p)
                 });
-                // The refused entry is still ours: give it an offset, keep it.
-                let offset = self.pick_offset()?;
-                self.model.entries[id].offset = offset;
-                // SAFETY: as above.
-                unsafe {
-                    (*p).offset = offset;
-                    *self.model.entries[id].table = offset;
-                }
-                self.holds.push(Hold { id, pending: true });
+                // Refused, but the reference handed to commit is taken all
+                // the same (as unref would): the entry, ref 1, is released.
+                self.model.drop_ref(id);
             }
             5 => {
                 self.op = "misuse: foreign pointers";
@@ -1162,6 +1156,7 @@ impl<S: Source> Driver<S> {
                         return Some(());
                     }
                 };
+                let gives_ref = f == "qed_commit_l2_cache_entry" && fault == "is NULL";
                 self.refused(f, fault, |_| {
                     // SAFETY: NULL is checked before any access; `e` is NULL
                     // or an entry a request holds; `s` is writable.
@@ -1183,6 +1178,17 @@ impl<S: Source> Driver<S> {
                         }
                     }
                 });
+                // A commit refused because of the cache takes the reference
+                // of an uncached live entry, as unref would.
+                if gives_ref {
+                    if let Some(h) = holds.first() {
+                        if !self.model.entries[h.id].cached {
+                            let pos = self.holds.iter().position(|x| x.id == h.id).expect("held");
+                            self.holds.remove(pos);
+                            self.model.drop_ref(h.id);
+                        }
+                    }
+                }
             }
             10 => {
                 self.op = "misuse: set_max_entries(0)";
@@ -1232,11 +1238,16 @@ impl<S: Source> Driver<S> {
                 let Some(i) = self.pick_hold(true)? else {
                     return Some(());
                 };
-                let p = self.model.entries[self.holds[i].id].ptr;
+                let id = self.holds[i].id;
+                let p = self.model.entries[id].ptr;
                 // SAFETY: as above; `p` is a live entry we hold.
                 self.refused("qed_commit_l2_cache_entry", NI, |_| unsafe {
                     qed_commit_l2_cache_entry(c, p)
                 });
+                // Refused because of the cache: the caller's reference is
+                // taken as by unref, so warn mode leaks nothing.
+                self.holds.swap_remove(i);
+                self.model.drop_ref(id);
             }
             // SAFETY: as above.
             2 => self.refused("qed_free_l2_cache", NI, |_| unsafe { qed_free_l2_cache(c) }),
@@ -1380,7 +1391,7 @@ impl<S: Source> Driver<S> {
                 "model: released entry {id} alive"
             );
             // SAFETY: released during this step, so still in quarantine.
-            let state = unsafe { EntryPtr::check(NonNull::new_unchecked(p)) };
+            let state = EntryPtr::check(unsafe { NonNull::new_unchecked(p) });
             check!(
                 self,
                 matches!(state, Checked::Released),
@@ -1416,7 +1427,7 @@ impl<S: Source> Driver<S> {
         let me = &self.model.entries[id];
         // SAFETY: the model says the entry is alive; if the library released
         // it, the block is still in quarantine (readable) and the check fails.
-        let state = unsafe { EntryPtr::check(NonNull::new_unchecked(me.ptr)) };
+        let state = EntryPtr::check(unsafe { NonNull::new_unchecked(me.ptr) });
         check!(
             self,
             matches!(state, Checked::Live(p) if p.as_c() == me.ptr),

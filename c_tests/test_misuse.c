@@ -11,6 +11,7 @@
  * "OBJECT is NULL"); only the child knows the addresses, so it writes the
  * line it expects to a file the parent names in QED_MISUSE_EXPECT.
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -97,6 +98,10 @@ static void misuse_reported(void)
 
 /* ---- helpers ---- */
 
+#define ENTRY_LINE(fn, e) g_strdup_printf("qed-l2-cache: %s: entry %p: ", (fn), (void *)(e))
+#define CACHE_LINE(fn, c) g_strdup_printf("qed-l2-cache: %s: l2_cache %p: ", (fn), (void *)(c))
+#define NULL_LINE(fn, what) g_strdup_printf("qed-l2-cache: %s: %s is NULL", (fn), (what))
+
 static L2TableCache *new_cache(void)
 {
     L2TableCache *c = g_malloc0(sizeof(*c));
@@ -133,16 +138,28 @@ static void assert_same_stats(const QedL2CacheStats *a, const QedL2CacheStats *b
 }
 
 /*
- * 128 zeroed bytes that are not an entry: big enough that the library's
- * checks (it reads the 8 hidden bytes after the 40 C sees) stay in bounds.
- * Shaped like an entry with one reference.
+ * A caller's own 40-byte block shaped like an entry with one reference.
+ * Exactly 40 bytes: the library must decide it is not one of its entries
+ * from its own records, without reading it (valgrind and ASan would flag
+ * any read past its end).
  */
 static CachedL2Table *foreign_entry(void)
 {
-    CachedL2Table *f = g_malloc0(128);
+    CachedL2Table *f = g_malloc0(sizeof(CachedL2Table));
     f->offset = table_offset(0);
     f->ref = 1;
     return f;
+}
+
+/*
+ * Warn mode: `e` was released by the refused call (the reference it handed
+ * over was taken, as unref would): the library now reports it as released.
+ */
+static void assert_released(CachedL2Table *e)
+{
+    expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", e), "double unref");
+    qed_unref_l2_cache_entry(e);
+    misuse_reported();
 }
 
 /* A cache that holds entries 0..2, in FIFO order, for refusals to keep. */
@@ -187,9 +204,6 @@ static void fixture_down(Fixture *f)
     drop_cache(f->cache);
 }
 
-#define ENTRY_LINE(fn, e) g_strdup_printf("qed-l2-cache: %s: entry %p: ", (fn), (void *)(e))
-#define CACHE_LINE(fn, c) g_strdup_printf("qed-l2-cache: %s: l2_cache %p: ", (fn), (void *)(c))
-#define NULL_LINE(fn, what) g_strdup_printf("qed-l2-cache: %s: %s is NULL", (fn), (what))
 
 /* ---- unref ---- */
 
@@ -235,7 +249,7 @@ static void unref_after_find_twice(void)
 static void unref_foreign(void)
 {
     CachedL2Table *fe = foreign_entry();
-    guint8 copy[128];
+    guint8 copy[sizeof(CachedL2Table)];
     memcpy(copy, fe, sizeof(copy));
     expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", fe), "not allocated by qed_alloc_l2_cache_entry");
     qed_unref_l2_cache_entry(fe);
@@ -259,11 +273,11 @@ static void unref_misaligned(void)
 
 static void unref_copy_of_entry(void)
 {
-    /* A struct copy of a live entry (hidden bytes included) is not it. */
+    /* A struct copy of a live entry is not it. */
     Fixture f;
     fixture_up(&f);
-    CachedL2Table *copy = g_malloc0(128);
-    memcpy(copy, f.e[0], 48);
+    CachedL2Table *copy = g_malloc0(sizeof(CachedL2Table));
+    memcpy(copy, f.e[0], sizeof(CachedL2Table));
     copy->ref = 2;
     expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", copy), "not allocated by qed_alloc_l2_cache_entry");
     qed_unref_l2_cache_entry(copy);
@@ -312,13 +326,8 @@ static void commit_offset_zero(void)
     qed_commit_l2_cache_entry(f.cache, e);
     misuse_reported();
     fixture_unchanged(&f);
-    g_assert_cmpint(e->ref, ==, 1);
-    g_assert_true(entry_unlinked(e));
-    /* Refused, not consumed: still the caller's, and committable now. */
-    e->offset = table_offset(7);
-    qed_commit_l2_cache_entry(f.cache, e);
-    g_assert_cmpuint(check_list(f.cache), ==, 4);
-    g_assert_true(nth_entry(f.cache, 3) == e);
+    /* Refused, but the reference handed to commit was taken: released. */
+    assert_released(e);
     fixture_down(&f);
 }
 
@@ -368,11 +377,69 @@ static void commit_null_cache(void)
     expect_misuse(NULL_LINE("qed_commit_l2_cache_entry", "l2_cache"), "");
     qed_commit_l2_cache_entry(NULL, e);
     misuse_reported();
-    g_assert_cmpint(e->ref, ==, 1);
-    g_assert_true(entry_unlinked(e));
     g_assert_cmpuint(check_list(c), ==, 0);
-    qed_unref_l2_cache_entry(e);
+    /* Refused because of the cache: the caller's reference was taken. */
+    assert_released(e);
     drop_cache(c);
+}
+
+static void commit_null_cache_cached_entry(void)
+{
+    /* A cached entry has no caller reference to give: left untouched. */
+    Fixture f;
+    fixture_up(&f);
+    expect_misuse(NULL_LINE("qed_commit_l2_cache_entry", "l2_cache"), "");
+    qed_commit_l2_cache_entry(NULL, f.e[1]);
+    misuse_reported();
+    fixture_unchanged(&f);
+    fixture_down(&f);
+}
+
+static void commit_null_cache_foreign_entry(void)
+{
+    /* Not the library's: left untouched, not read. */
+    CachedL2Table *fe = foreign_entry();
+    guint8 copy[sizeof(CachedL2Table)];
+    memcpy(copy, fe, sizeof(copy));
+    expect_misuse(NULL_LINE("qed_commit_l2_cache_entry", "l2_cache"), "");
+    qed_commit_l2_cache_entry(NULL, fe);
+    misuse_reported();
+    g_assert_cmpmem(fe, sizeof(copy), copy, sizeof(copy));
+    g_free(fe);
+}
+
+static void commit_misaligned_cache(void)
+{
+    guint8 *buf = g_malloc0(64);
+    L2TableCache *odd = (L2TableCache *)(void *)(buf + 4);
+    L2TableCache *c = new_cache();
+    CachedL2Table *e = new_entry(c, table_offset(0));
+    expect_misuse(CACHE_LINE("qed_commit_l2_cache_entry", odd), "misaligned");
+    qed_commit_l2_cache_entry(odd, e);
+    misuse_reported();
+    for (unsigned i = 0; i < 64; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    assert_released(e);
+    g_free(buf);
+    drop_cache(c);
+}
+
+static void commit_copied_struct(void)
+{
+    Fixture f;
+    fixture_up(&f);
+    L2TableCache *copy = g_malloc0(sizeof(*copy));
+    *copy = *f.cache;
+    CachedL2Table *e = new_entry(f.cache, table_offset(5));
+    expect_misuse(CACHE_LINE("qed_commit_l2_cache_entry", copy), "not initialised");
+    qed_commit_l2_cache_entry(copy, e);
+    misuse_reported();
+    g_assert_cmpmem(copy, sizeof(*copy), &f.before, sizeof(f.before));
+    fixture_unchanged(&f);
+    assert_released(e);
+    g_free(copy);
+    fixture_down(&f);
 }
 
 /* Calls on a struct that is not an initialised cache: "zeroed" or "freed". */
@@ -396,9 +463,8 @@ static void commit_uninitialised(gboolean freed)
     qed_commit_l2_cache_entry(c, e);
     misuse_reported();
     g_assert_cmpmem(c, sizeof(*c), &before, sizeof(before));
-    g_assert_cmpint(e->ref, ==, 1);
-    g_assert_true(entry_unlinked(e));
-    qed_unref_l2_cache_entry(e);
+    /* The reference handed to commit was taken: warn mode leaks nothing. */
+    assert_released(e);
     g_free(c);
 }
 
@@ -473,6 +539,81 @@ static void find_on_copied_struct(void)
     fixture_unchanged(&f);
     g_free(copy);
     fixture_down(&f);
+}
+
+static void find_garbage_at_leaked_cache(void)
+{
+    /*
+     * A cache is leaked (never freed) and its memory is reused for a struct
+     * that was never initialised: garbage list pointers. The library must
+     * refuse it with a message, never follow the pointers.
+     */
+    L2TableCache *c = g_malloc0(sizeof(*c));
+    qed_init_l2_cache(c);
+    cached_entry(c, 0);
+    memset(c, 0xa5, sizeof(*c));
+    L2TableCache before = *c;
+    expect_misuse(CACHE_LINE("qed_find_l2_cache_entry", c), "list head is not what the library last wrote");
+    CachedL2Table *e = qed_find_l2_cache_entry(c, table_offset(0));
+    misuse_reported();
+    g_assert_null(e);
+    g_assert_cmpmem(c, sizeof(*c), &before, sizeof(before));
+    /* Re-initialising the address drops the leaked cache's state. */
+    qed_init_l2_cache(c);
+    g_assert_cmpuint(check_list(c), ==, 0);
+    drop_cache(c);
+}
+
+static CachedL2Table *volatile saturated_forever;
+
+static void find_ref_overflow(void)
+{
+    /*
+     * A count that would pass INT_MAX: reported; in warn mode it stays at
+     * INT_MAX (the entry is then never released) and find still returns
+     * the cached entry (QEMU asserts on that).
+     */
+    Fixture f;
+    fixture_up(&f);
+    f.e[0]->ref = INT_MAX;
+    expect_misuse(ENTRY_LINE("qed_find_l2_cache_entry", f.e[0]), "INT_MAX");
+    CachedL2Table *e = qed_find_l2_cache_entry(f.cache, table_offset(0));
+    misuse_reported();
+    g_assert_true(e == f.e[0]);
+    g_assert_cmpint(e->ref, ==, INT_MAX);
+    /* Reported once: the next find is silent and still finds it. */
+    g_assert_true(qed_find_l2_cache_entry(f.cache, table_offset(0)) == e);
+    g_assert_cmpint(e->ref, ==, INT_MAX);
+    qed_unref_l2_cache_entry(e);
+    g_assert_cmpint(e->ref, ==, INT_MAX);
+    /*
+     * Frozen for good: the entry is never released. The caller's own store
+     * of 1 lets free see no request holding it (no report); free then drops
+     * it from the list but cannot release it. Kept reachable for valgrind.
+     */
+    e->ref = 1;
+    saturated_forever = e;
+    drop_cache(f.cache);
+    g_assert_true(entry_unlinked(e));
+}
+
+static void unref_double_after_many_releases(void)
+{
+    /*
+     * A released entry is recognised as released for as long as it is in
+     * the releasing thread's quarantine: the last QUARANTINE releases
+     * (docs/misuse.md). Here it is the oldest of them.
+     */
+    L2TableCache *c = new_cache();
+    CachedL2Table *e = new_entry(c, table_offset(0));
+    qed_unref_l2_cache_entry(e);
+    for (unsigned i = 0; i < QED_L2_CACHE_QUARANTINE_PER_THREAD - 1; i++) {
+        qed_unref_l2_cache_entry(new_entry(c, table_offset(1)));
+    }
+    expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", e), "double unref");
+    qed_unref_l2_cache_entry(e);
+    misuse_reported();
+    drop_cache(c);
 }
 
 /* ---- free ---- */
@@ -686,6 +827,10 @@ static const Case cases[] = {
     { "commit/foreign", commit_foreign },
     { "commit/null-entry", commit_null_entry },
     { "commit/null-cache", commit_null_cache },
+    { "commit/null-cache-cached-entry", commit_null_cache_cached_entry },
+    { "commit/null-cache-foreign-entry", commit_null_cache_foreign_entry },
+    { "commit/misaligned-cache", commit_misaligned_cache },
+    { "commit/copied-struct", commit_copied_struct },
     { "commit/zeroed-cache", commit_zeroed },
     { "commit/freed-cache", commit_freed },
     { "find/zeroed-cache", find_zeroed },
@@ -693,6 +838,9 @@ static const Case cases[] = {
     { "find/null", find_null },
     { "find/misaligned", find_misaligned },
     { "find/copied-struct", find_on_copied_struct },
+    { "find/garbage-at-leaked-cache", find_garbage_at_leaked_cache },
+    { "find/ref-overflow", find_ref_overflow },
+    { "unref/double-after-many-releases", unref_double_after_many_releases },
     { "free/zeroed-cache", free_zeroed },
     { "free/twice", free_twice },
     { "free/null", free_null },

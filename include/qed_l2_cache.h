@@ -26,11 +26,16 @@
 #include <stddef.h>
 
 /**
- * Released entries a thread keeps in quarantine, recognised as released,
- * before the oldest goes back to the allocator. Documented in
- * docs/misuse.md ("Limits"); keep the two equal.
+ * How many released entries each thread keeps in quarantine: an entry is
+ * recognised as released (a double unref, a commit after release) while it
+ * is among the last `QED_L2_CACHE_QUARANTINE_PER_THREAD` entries released
+ * by the thread that released it. After that its memory goes back to the
+ * allocator, and a stale pointer to it is reported as not allocated by the
+ * library, unless the allocator has handed that address out again for a
+ * new entry: then the call acts on the new entry, which no check can tell
+ * apart (docs/misuse.md, "Limits").
  */
-#define QUARANTINE_PER_THREAD 4096
+#define QED_L2_CACHE_QUARANTINE_PER_THREAD 4096
 
 /**
  * Mirrors `QEDTable` of QEMU's `block/qed.h`: one L2 (or L1) table.

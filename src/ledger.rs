@@ -31,10 +31,15 @@ use std::collections::VecDeque;
 use std::ptr::{null_mut, NonNull};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-/// Released entries a thread keeps in quarantine, recognised as released,
-/// before the oldest goes back to the allocator. Documented in
-/// docs/misuse.md ("Limits"); keep the two equal.
-pub const QUARANTINE_PER_THREAD: usize = 4096;
+/// How many released entries each thread keeps in quarantine: an entry is
+/// recognised as released (a double unref, a commit after release) while it
+/// is among the last `QED_L2_CACHE_QUARANTINE_PER_THREAD` entries released
+/// by the thread that released it. After that its memory goes back to the
+/// allocator, and a stale pointer to it is reported as not allocated by the
+/// library, unless the allocator has handed that address out again for a
+/// new entry: then the call acts on the new entry, which no check can tell
+/// apart (docs/misuse.md, "Limits").
+pub const QED_L2_CACHE_QUARANTINE_PER_THREAD: usize = 4096;
 
 const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
@@ -288,7 +293,7 @@ fn claim(key: libc::pthread_key_t) -> &'static Ledger {
 pub enum Found {
     /// A live entry.
     Live,
-    /// An entry released recently (see [`QUARANTINE_PER_THREAD`]).
+    /// An entry released recently (see [`QED_L2_CACHE_QUARANTINE_PER_THREAD`]).
     Released,
     /// Not an entry the library knows.
     Unknown,
@@ -408,7 +413,7 @@ pub unsafe fn record_release(block: NonNull<EntryBlock>) {
     // SAFETY: the quarantine is the owner's (this thread's) alone.
     let quarantine = unsafe { &mut *me.quarantine.get() };
     quarantine.push_back(block);
-    if quarantine.len() > QUARANTINE_PER_THREAD {
+    if quarantine.len() > QED_L2_CACHE_QUARANTINE_PER_THREAD {
         let oldest = quarantine.pop_front().expect("non-empty");
         if let Some(i) = me.released.get().find(key_of(oldest.as_ptr())) {
             me.owner_delete(&me.released, i);

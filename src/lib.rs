@@ -31,6 +31,7 @@ mod sync;
 
 pub use abi::{CachedL2Table, L2TableCache, QEDTable, QTailQLink};
 pub use ffi::*;
+pub use ledger::QED_L2_CACHE_QUARANTINE_PER_THREAD;
 
 /// Internals for this crate's own integration tests, benchmarks and fuzz
 /// target only: not part of the library's API, and may change at any time.
@@ -39,7 +40,6 @@ pub mod internals {
     pub use crate::cache::{Cache, Commit, Policy, Stats};
     pub use crate::config::{get as config, OnMisuse};
     pub use crate::entry::{Checked, EntryPtr, HIDDEN_BYTES};
-    pub use crate::ledger::QUARANTINE_PER_THREAD;
     pub use crate::registry::CacheState;
 }
 

@@ -429,10 +429,56 @@ static void test_shared_cache(void)
     pthread_mutex_destroy(&table_lock);
 }
 
+/*
+ * Threads initialising, using and freeing caches at once, each call made
+ * with a wrong slot hint in the struct's padding (a caller's store may
+ * change padding): the hint then names a slot another thread is freeing
+ * or re-initialising at that moment. The library must still find each
+ * thread's own cache (through its address map) and never read another
+ * cache's state; ThreadSanitizer checks the second part.
+ */
+#define CHURN_THREADS 4
+#define CHURN_ROUNDS 3000
+
+static void *churn_main(void *arg)
+{
+    Rng r = { 0x9e3779b97f4a7c15ull ^ (uintptr_t)arg };
+    for (unsigned round = 0; round < CHURN_ROUNDS; round++) {
+        L2TableCache *c = g_malloc0(sizeof(*c));
+        qed_init_l2_cache(c);
+        for (unsigned i = 0; i < 3; i++) {
+            qed_commit_l2_cache_entry(c, make_entry(c, table_offset(i)));
+        }
+        /* A small number: most likely the slot of another thread's cache. */
+        uint32_t hint = 1 + below(&r, 2 * CHURN_THREADS);
+        memcpy((char *)c + 20, &hint, sizeof(hint));
+        CachedL2Table *e = qed_find_l2_cache_entry(c, table_offset(below(&r, 3)));
+        g_assert_nonnull(e);
+        g_assert_cmpint(e->ref, ==, 2);
+        qed_unref_l2_cache_entry(e);
+        g_assert_cmpuint(c->n_entries, ==, 3);
+        qed_free_l2_cache(c);
+        g_free(c);
+    }
+    return NULL;
+}
+
+static void test_churn_with_stale_hints(void)
+{
+    pthread_t t[CHURN_THREADS];
+    for (uintptr_t i = 0; i < CHURN_THREADS; i++) {
+        g_assert_cmpint(pthread_create(&t[i], NULL, churn_main, (void *)(i + 1)), ==, 0);
+    }
+    for (unsigned i = 0; i < CHURN_THREADS; i++) {
+        g_assert_cmpint(pthread_join(t[i], NULL), ==, 0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/threads/own-caches", test_own_caches);
+    g_test_add_func("/threads/churn-with-stale-hints", test_churn_with_stale_hints);
     g_test_add_func("/threads/shared-cache-under-caller-lock", test_shared_cache);
     return g_test_run();
 }

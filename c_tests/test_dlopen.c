@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Loading and unloading the library (docs/misuse.md, "Never worse than the
+ * C file"). This program does not link the library: it dlopen()s the file
+ * named by QED_L2_CACHE_SO, so every dlclose() really unloads it (a linked
+ * copy never would, and such a test would measure nothing).
+ *
+ * - 1,000 cycles of load, init, 2,000 commits, free, unload, after 10
+ *   cycles of warm-up, grow the resident set by less than 1 MiB.
+ * - A fork() after the library was unloaded must not run any of its code
+ *   (its fork handlers are gone with it).
+ */
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+/* QEMU's declarations (block/qed.h), as any caller has them. */
+typedef struct QTailQLink {
+    void *tql_next;
+    struct QTailQLink *tql_prev;
+} QTailQLink;
+
+typedef struct CachedL2Table {
+    void *table;
+    uint64_t offset;
+    union {
+        struct CachedL2Table *tqe_next;
+        QTailQLink tqe_circ;
+    } node;
+    int ref;
+} CachedL2Table;
+
+typedef struct {
+    union {
+        CachedL2Table *tqh_first;
+        QTailQLink tqh_circ;
+    } entries;
+    unsigned int n_entries;
+} L2TableCache;
+
+typedef struct {
+    void *handle;
+    void (*init)(L2TableCache *);
+    void (*free_cache)(L2TableCache *);
+    CachedL2Table *(*alloc)(L2TableCache *);
+    void (*unref)(CachedL2Table *);
+    CachedL2Table *(*find)(L2TableCache *, uint64_t);
+    void (*commit)(L2TableCache *, CachedL2Table *);
+} Lib;
+
+static const char *so_path(void)
+{
+    const char *p = g_getenv("QED_L2_CACHE_SO");
+    g_assert_nonnull(p);
+    return p;
+}
+
+static Lib load(void)
+{
+    Lib l;
+    l.handle = dlopen(so_path(), RTLD_NOW | RTLD_LOCAL);
+    if (!l.handle) {
+        g_error("dlopen %s: %s", so_path(), dlerror());
+    }
+#define SYM(field, name)                          \
+    do {                                          \
+        void *sym = dlsym(l.handle, name);        \
+        g_assert_nonnull(sym);                    \
+        memcpy(&l.field, &sym, sizeof(sym));      \
+    } while (0)
+    SYM(init, "qed_init_l2_cache");
+    SYM(free_cache, "qed_free_l2_cache");
+    SYM(alloc, "qed_alloc_l2_cache_entry");
+    SYM(unref, "qed_unref_l2_cache_entry");
+    SYM(find, "qed_find_l2_cache_entry");
+    SYM(commit, "qed_commit_l2_cache_entry");
+#undef SYM
+    return l;
+}
+
+static void unload(Lib *l)
+{
+    g_assert_cmpint(dlclose(l->handle), ==, 0);
+    /* Really gone: RTLD_NOLOAD finds no loaded copy. */
+    void *again = dlopen(so_path(), RTLD_NOW | RTLD_NOLOAD);
+    if (again) {
+        dlclose(again);
+        g_error("%s is still loaded after dlclose (something pins it)", so_path());
+    }
+}
+
+static void use(Lib *l, unsigned commits)
+{
+    L2TableCache *c = g_malloc0(sizeof(*c));
+    l->init(c);
+    for (unsigned i = 0; i < commits; i++) {
+        CachedL2Table *e = l->alloc(c);
+        e->table = malloc(64);
+        e->offset = (uint64_t)(i + 1) << 16;
+        l->commit(c, e);
+        CachedL2Table *f = l->find(c, e->offset);
+        g_assert_true(f == e);
+        l->unref(f);
+    }
+    l->free_cache(c);
+    g_free(c);
+}
+
+static long rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    g_assert_nonnull(f);
+    long size, resident;
+    g_assert_cmpint(fscanf(f, "%ld %ld", &size, &resident), ==, 2);
+    fclose(f);
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static void test_load_unload_cycles(void)
+{
+    long before = 0;
+    for (unsigned cycle = 0; cycle < 1010; cycle++) {
+        if (cycle == 10) {
+            before = rss_bytes();
+        }
+        Lib l = load();
+        use(&l, 2000);
+        unload(&l);
+    }
+    long growth = rss_bytes() - before;
+    g_test_message("RSS growth over 1,000 cycles: %ld KiB", growth / 1024);
+    g_assert_cmpint(growth, <, 1024 * 1024);
+}
+
+static void test_fork_after_unload(void)
+{
+    Lib l = load();
+    use(&l, 100); /* the library has registered its fork handlers */
+    unload(&l);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        _exit(0);
+    }
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/dlopen/load-unload-cycles", test_load_unload_cycles);
+    g_test_add_func("/dlopen/fork-after-unload", test_fork_after_unload);
+    return g_test_run();
+}

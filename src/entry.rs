@@ -189,11 +189,14 @@ mod tests {
 
     #[test]
     fn released_entry_is_recognised_on_another_thread() {
+        struct SendPtr(*mut CachedL2Table);
+        // SAFETY: the entry is handed over whole; the spawning thread waits.
+        unsafe impl Send for SendPtr {}
         let e = EntryPtr::alloc();
-        let addr = e.as_c() as usize;
+        let p = SendPtr(e.as_c());
         std::thread::spawn(move || {
-            let p = NonNull::new(addr as *mut CachedL2Table).unwrap();
-            let Checked::Live(e) = EntryPtr::check(p) else {
+            let p = p;
+            let Checked::Live(e) = EntryPtr::check(NonNull::new(p.0).unwrap()) else {
                 panic!("a live entry of another thread must be found")
             };
             e.set_refs(0);
@@ -202,7 +205,6 @@ mod tests {
         })
         .join()
         .unwrap();
-        let p = NonNull::new(addr as *mut CachedL2Table).unwrap();
-        assert!(matches!(EntryPtr::check(p), Checked::Released));
+        assert!(matches!(EntryPtr::check(NonNull::new(e.as_c()).unwrap()), Checked::Released));
     }
 }

@@ -434,6 +434,7 @@ unsafe fn give_back(block: NonNull<EntryBlock>) {
 }
 
 /// Fork handler: takes the list lock, then every ledger's.
+#[cfg_attr(miri, allow(dead_code))]
 pub fn lock_all() {
     LEDGERS.raw().lock();
     // SAFETY: the list lock is held (taken just above), so the list is
@@ -446,6 +447,7 @@ pub fn lock_all() {
 }
 
 /// Fork handler: releases what [`lock_all`] took, in reverse.
+#[cfg_attr(miri, allow(dead_code))]
 pub fn unlock_all() {
     // SAFETY: the list lock is still held by this thread.
     let all = unsafe { &*LEDGERS.data_ptr() };

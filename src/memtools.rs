@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 const MC_MAKE_MEM_NOACCESS: usize = 0x4D43_0000;
 const MC_MAKE_MEM_UNDEFINED: usize = 0x4D43_0001;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 #[inline(always)]
 fn client_request(args: &[usize; 6]) {
     // SAFETY: the valgrind client-request sequence for amd64: rdi is
@@ -32,7 +32,7 @@ fn client_request(args: &[usize; 6]) {
     }
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(all(target_arch = "aarch64", not(miri)))]
 #[inline(always)]
 fn client_request(args: &[usize; 6]) {
     // SAFETY: the valgrind client-request sequence for arm64: x12 is
@@ -48,7 +48,7 @@ fn client_request(args: &[usize; 6]) {
     }
 }
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(any(miri, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
 fn client_request(_args: &[usize; 6]) {}
 
 type PoisonFn = unsafe extern "C" fn(*const c_void, usize);
@@ -61,6 +61,12 @@ static ASAN_UNPOISON: AtomicUsize = AtomicUsize::new(0);
 fn asan(slot: &AtomicUsize, name: &std::ffi::CStr) -> Option<PoisonFn> {
     let mut f = slot.load(Ordering::Acquire);
     if f == 0 {
+        #[cfg(miri)]
+        let sym = {
+            let _ = name;
+            0
+        };
+        #[cfg(not(miri))]
         // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
         let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
         f = if sym == 0 { 1 } else { sym };

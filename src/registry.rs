@@ -184,11 +184,13 @@ pub fn is_empty() -> bool {
 }
 
 /// Fork handler: takes the registry lock.
+#[cfg_attr(miri, allow(dead_code))]
 pub fn lock_all() {
     NUMBERS.raw().lock();
 }
 
 /// Fork handler: releases it.
+#[cfg_attr(miri, allow(dead_code))]
 pub fn unlock_all() {
     NUMBERS.raw().unlock();
 }

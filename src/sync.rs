@@ -91,11 +91,13 @@ impl<T> Locked<T> {
     }
 
     /// The lock itself, for the fork handlers.
+    #[cfg_attr(miri, allow(dead_code))]
     pub fn raw(&self) -> &RawLock {
         &self.lock
     }
 
     /// The data, for the fork handlers, which hold the lock across calls.
+    #[cfg_attr(miri, allow(dead_code))]
     pub fn data_ptr(&self) -> *mut T {
         self.data.get()
     }
@@ -114,8 +116,12 @@ pub fn ensure_fork_handlers() {
         .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
     {
+        // Miri cannot run fork handlers (nor fork); nothing to protect there.
+        #[cfg(not(miri))]
         // SAFETY: the three handlers are plain functions of this library.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        unsafe {
+            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork))
+        };
         FORK_HANDLERS.store(2, Ordering::Release);
     } else {
         while FORK_HANDLERS.load(Ordering::Acquire) != 2 {
@@ -124,11 +130,13 @@ pub fn ensure_fork_handlers() {
     }
 }
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn before_fork() {
     crate::registry::lock_all();
     crate::ledger::lock_all();
 }
 
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn after_fork() {
     crate::ledger::unlock_all();
     crate::registry::unlock_all();

@@ -587,14 +587,18 @@ static void find_ref_overflow(void)
     qed_unref_l2_cache_entry(e);
     g_assert_cmpint(e->ref, ==, INT_MAX);
     /*
-     * Frozen for good: the entry is never released. The caller's own store
-     * of 1 lets free see no request holding it (no report); free then drops
-     * it from the list but cannot release it. Kept reachable for valgrind.
+     * Frozen for good: free sees it held (a report in warn mode), takes it
+     * off the list, and it is never released. Kept reachable for valgrind.
      */
-    e->ref = 1;
     saturated_forever = e;
-    drop_cache(f.cache);
-    g_assert_true(entry_unlinked(e));
+    if (warn_mode) {
+        expect_misuse(CACHE_LINE("qed_free_l2_cache", f.cache), "1 of 3 entries are still referenced");
+        qed_free_l2_cache(f.cache);
+        misuse_reported();
+        g_assert_true(entry_unlinked(e));
+        g_assert_cmpint(e->ref, ==, INT_MAX);
+        g_free(f.cache);
+    }
 }
 
 static void unref_double_after_many_releases(void)

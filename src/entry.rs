@@ -66,6 +66,7 @@ impl EntryPtr {
 
     /// Classifies a pointer that C passed in, from the library's records
     /// only: nothing is read through `p` unless it is a live entry.
+    #[inline(always)]
     pub fn check(p: NonNull<CachedL2Table>) -> Checked {
         let block = p.as_ptr().cast::<EntryBlock>();
         if !block.is_aligned() {
@@ -205,6 +206,9 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert!(matches!(EntryPtr::check(NonNull::new(e.as_c()).unwrap()), Checked::Released));
+        assert!(matches!(
+            EntryPtr::check(NonNull::new(e.as_c()).unwrap()),
+            Checked::Released
+        ));
     }
 }

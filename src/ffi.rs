@@ -67,6 +67,7 @@ fn boundary<R>(function: &str, f: impl FnOnce() -> R) -> R {
 ///
 /// # Safety
 /// `l2_cache` must point to 24 readable bytes.
+#[inline(always)]
 unsafe fn head_words(l2_cache: *const L2TableCache) -> HeadWords {
     // SAFETY: per the caller's guarantee; the union's circular view covers
     // both words, whatever was stored through either view.
@@ -84,6 +85,7 @@ unsafe fn head_words(l2_cache: *const L2TableCache) -> HeadWords {
 ///
 /// # Safety
 /// As for [`head_words`].
+#[inline(always)]
 unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
     // SAFETY: per the caller's guarantee.
     state.written = unsafe { head_words(l2_cache) };
@@ -101,6 +103,7 @@ unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
 /// # Safety
 /// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
 /// bytes) that no other thread uses during the call.
+#[inline(always)]
 unsafe fn state_of<'a>(
     function: &str,
     l2_cache: *const L2TableCache,
@@ -150,6 +153,7 @@ unsafe fn state_of<'a>(
 /// A live entry from a pointer C passed in; `if_released` says what a
 /// released one means for this function. Nothing is read through the
 /// pointer unless the library's records say it is a live entry.
+#[inline(always)]
 fn live_entry(function: &str, entry: *mut CachedL2Table, if_released: &str) -> Result<EntryPtr, Refused> {
     let Some(p) = NonNull::new(entry) else {
         return Err(misuse(function, format_args!("entry is NULL")));
@@ -183,11 +187,13 @@ enum RefChange<'a> {
 /// entry and its table are released. A count that would pass `INT_MAX` is
 /// a misuse; in warn mode it is reported once and the count is frozen
 /// (the entry is then never released, which is safe, unlike a wrap).
+#[inline(always)]
 fn change_refs(e: EntryPtr, change: RefChange<'_>) {
-    if e.is_saturated() {
+    let refs = e.refs();
+    // Only a count at INT_MAX can be frozen, so the flag is read only then.
+    if refs == c_int::MAX && e.is_saturated() {
         return;
     }
-    let refs = e.refs();
     match change {
         RefChange::Take(function) if refs == c_int::MAX => {
             misuse(

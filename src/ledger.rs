@@ -49,11 +49,17 @@ const DELETED: u64 = 1;
 /// aligned address is never `EMPTY` or `DELETED`.
 static SECRET: AtomicU64 = AtomicU64::new(0);
 
+#[inline(always)]
 fn secret() -> u64 {
     let s = SECRET.load(Ordering::Relaxed);
     if s != 0 {
         return s;
     }
+    new_secret()
+}
+
+#[cold]
+fn new_secret() -> u64 {
     let mut random = 0u64;
     #[cfg(not(miri))]
     // SAFETY: getrandom writes at most 8 bytes into `random`.
@@ -70,7 +76,7 @@ fn secret() -> u64 {
 }
 
 /// An address as the library's records keep it: never a plain pointer.
-#[inline]
+#[inline(always)]
 pub fn hide(addr: usize) -> u64 {
     addr as u64 ^ secret()
 }
@@ -103,7 +109,7 @@ impl KeyTable {
     }
 
     /// The slot holding `key`.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: u64) -> Option<usize> {
         let mut i = hash(key) & self.mask;
         loop {
@@ -212,6 +218,9 @@ static LEDGERS: Locked<Vec<LedgerPtr>> = Locked::new(Vec::new());
 static THREAD_KEY: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_thread_exit(ledger: *mut libc::c_void) {
+    // A later call on this thread (from another thread-exit destructor)
+    // takes a ledger afresh instead of using one another thread may own.
+    MINE.with(|m| m.set(null_mut()));
     if let Some(ledger) = NonNull::new(ledger.cast::<Ledger>()) {
         // SAFETY: the value was set by `current` to a live ledger, and
         // ledgers are freed only at unload, which deletes the key first.
@@ -219,7 +228,16 @@ extern "C" fn on_thread_exit(ledger: *mut libc::c_void) {
     }
 }
 
+#[inline(always)]
 fn thread_key() -> libc::pthread_key_t {
+    match THREAD_KEY.load(Ordering::Acquire) {
+        k if k >= 2 => (k - 2) as libc::pthread_key_t,
+        _ => make_thread_key(),
+    }
+}
+
+#[cold]
+fn make_thread_key() -> libc::pthread_key_t {
     loop {
         match THREAD_KEY.load(Ordering::Acquire) {
             0 => {
@@ -243,16 +261,20 @@ fn thread_key() -> libc::pthread_key_t {
 
 /// The calling thread's ledger: found, taken over from an exited thread,
 /// or created.
-#[inline]
+#[inline(always)]
 pub fn current() -> &'static Ledger {
-    let key = thread_key();
-    // SAFETY: reading this thread's value of our key.
-    let mine = unsafe { libc::pthread_getspecific(key) }.cast::<Ledger>();
+    let mine = MINE.with(|m| m.get());
     if let Some(ledger) = NonNull::new(mine) {
-        // SAFETY: ledgers live until unload.
+        // SAFETY: ledgers live until unload, which clears this pointer.
         return unsafe { ledger.as_ref() };
     }
-    claim(key)
+    claim(thread_key())
+}
+
+thread_local! {
+    /// The calling thread's ledger: a copy of the thread key's value that
+    /// is cheaper to read (no destructor: the key's does the work).
+    static MINE: std::cell::Cell<*mut Ledger> = const { std::cell::Cell::new(null_mut()) };
 }
 
 #[cold]
@@ -284,6 +306,7 @@ fn claim(key: libc::pthread_key_t) -> &'static Ledger {
     });
     // SAFETY: sets this thread's value of our key.
     unsafe { libc::pthread_setspecific(key, ledger.as_ptr().cast()) };
+    MINE.with(|m| m.set(ledger.as_ptr()));
     // SAFETY: ledgers live until unload.
     unsafe { ledger.as_ref() }
 }
@@ -344,7 +367,7 @@ pub fn record_alloc(block: NonNull<EntryBlock>) {
 }
 
 /// What `block` is, from the records alone.
-#[inline]
+#[inline(always)]
 pub fn classify(block: *const EntryBlock) -> Found {
     let key = key_of(block);
     let me = current();
@@ -495,6 +518,7 @@ pub fn release_all_at_unload() -> bool {
                 libc::pthread_setspecific(k, null_mut());
                 libc::pthread_key_delete(k);
             }
+            MINE.with(|m| m.set(null_mut()));
             THREAD_KEY.store(0, Ordering::Release);
         }
         true

@@ -62,6 +62,7 @@ const SEGMENTS: usize = 27;
 
 static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()) }; SEGMENTS];
 
+#[inline(always)]
 fn position(number: u32) -> (usize, usize) {
     let j = number as usize - 1 + FIRST_SEGMENT;
     let s = (usize::BITS - 1 - j.leading_zeros()) as usize - FIRST_SEGMENT.trailing_zeros() as usize;
@@ -69,6 +70,7 @@ fn position(number: u32) -> (usize, usize) {
 }
 
 /// The slot numbered `number`, if its segment exists.
+#[inline(always)]
 fn slot(number: u32) -> Option<&'static Slot> {
     if number == 0 {
         return None;
@@ -141,19 +143,33 @@ pub fn register(owner: usize, make: impl FnOnce(u64) -> CacheState) -> u32 {
 /// # Safety
 /// Calls on one cache are serialized by the caller, so the returned state
 /// is used by one thread at a time until `unregister`.
-#[inline]
+#[inline(always)]
 pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, &'a mut CacheState)> {
     let key = hide(owner);
-    let number = match slot(hint) {
-        Some(s) if s.owner.load(Ordering::Acquire) == key => hint,
-        _ => numbers(|n| n.by_owner.get(&key).copied())?,
-    };
+    if let Some(s) = slot(hint) {
+        if s.owner.load(Ordering::Acquire) == key {
+            // SAFETY: owned by `owner`, initialised before the owner word
+            // was published; the caller serializes its use.
+            return unsafe { (*s.state.get()).as_mut().map(|state| (hint, state)) };
+        }
+    }
+    // SAFETY: as above.
+    unsafe { find_by_address(key) }
+}
+
+/// [`find`] when the hint is wrong: the map decides.
+///
+/// # Safety
+/// As for [`find`].
+#[cold]
+#[inline(never)]
+unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, &'a mut CacheState)> {
+    let number = numbers(|n| n.by_owner.get(&key).copied())?;
     let s = slot(number)?;
     if s.owner.load(Ordering::Acquire) != key {
         return None;
     }
-    // SAFETY: owned by `owner`, initialised before the owner word was
-    // published; the caller serializes its use.
+    // SAFETY: as in `find`.
     unsafe { (*s.state.get()).as_mut().map(|state| (number, state)) }
 }
 

@@ -11,6 +11,7 @@
  *   (its fork handlers are gone with it).
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,10 +155,72 @@ static void test_fork_after_unload(void)
     g_assert_cmpint(WEXITSTATUS(status), ==, 0);
 }
 
+/*
+ * A thread that used the library is still alive when it is unloaded, and
+ * exits afterwards: its exit must not call into the unloaded library. And
+ * such threads across 1,100 load/unload cycles (a thread pool) must not
+ * exhaust anything per cycle (each copy of the library gives back its
+ * thread key when unloaded).
+ */
+typedef struct {
+    Lib *lib;
+    GMutex m;
+    GCond cv;
+    int stage;
+} Pool;
+
+static void *pool_worker(void *arg)
+{
+    Pool *p = arg;
+    for (;;) {
+        g_mutex_lock(&p->m);
+        while (p->stage == 0) {
+            g_cond_wait(&p->cv, &p->m);
+        }
+        int stage = p->stage;
+        g_mutex_unlock(&p->m);
+        if (stage == 2) {
+            return NULL; /* exits after the last unload */
+        }
+        p->lib->unref(p->lib->alloc(NULL));
+        g_mutex_lock(&p->m);
+        p->stage = 0;
+        g_cond_broadcast(&p->cv);
+        g_mutex_unlock(&p->m);
+    }
+}
+
+static void test_thread_outlives_unload(void)
+{
+    Pool p = { 0 };
+    g_mutex_init(&p.m);
+    g_cond_init(&p.cv);
+    pthread_t t;
+    g_assert_cmpint(pthread_create(&t, NULL, pool_worker, &p), ==, 0);
+    for (unsigned cycle = 0; cycle < 1100; cycle++) {
+        Lib l = load();
+        p.lib = &l;
+        g_mutex_lock(&p.m);
+        p.stage = 1;
+        g_cond_broadcast(&p.cv);
+        while (p.stage != 0) {
+            g_cond_wait(&p.cv, &p.m);
+        }
+        g_mutex_unlock(&p.m);
+        unload(&l);
+    }
+    g_mutex_lock(&p.m);
+    p.stage = 2;
+    g_cond_broadcast(&p.cv);
+    g_mutex_unlock(&p.m);
+    g_assert_cmpint(pthread_join(t, NULL), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/dlopen/load-unload-cycles", test_load_unload_cycles);
     g_test_add_func("/dlopen/fork-after-unload", test_fork_after_unload);
+    g_test_add_func("/dlopen/thread-outlives-unload", test_thread_outlives_unload);
     return g_test_run();
 }

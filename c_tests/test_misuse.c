@@ -12,6 +12,7 @@
  * line it expects to a file the parent names in QED_MISUSE_EXPECT.
  */
 #include <limits.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
@@ -566,6 +567,28 @@ static void find_garbage_at_leaked_cache(void)
 
 static CachedL2Table *volatile saturated_forever;
 
+static void find_garbage_head_padding_intact(void)
+{
+    /*
+     * The same, but the garbage leaves the padding (the library's hint)
+     * as it was: the address map and the hint agree it is that cache; only
+     * the list head, not what the library wrote, tells it apart.
+     */
+    L2TableCache *c = g_malloc0(sizeof(*c));
+    qed_init_l2_cache(c);
+    cached_entry(c, 0);
+    memset(c, 0xa5, offsetof(L2TableCache, n_entries) + sizeof(c->n_entries));
+    L2TableCache before = *c;
+    expect_misuse(CACHE_LINE("qed_commit_l2_cache_entry", c), "list head is not what the library last wrote");
+    CachedL2Table *e = new_entry(c, table_offset(1));
+    qed_commit_l2_cache_entry(c, e);
+    misuse_reported();
+    g_assert_cmpmem(c, sizeof(*c), &before, sizeof(before));
+    assert_released(e);
+    qed_init_l2_cache(c);
+    drop_cache(c);
+}
+
 static void find_ref_overflow(void)
 {
     /*
@@ -614,9 +637,20 @@ static void unref_double_after_many_releases(void)
     for (unsigned i = 0; i < QED_L2_CACHE_QUARANTINE_PER_THREAD - 1; i++) {
         qed_unref_l2_cache_entry(new_entry(c, table_offset(1)));
     }
+    /* New entries kept alive: were e's memory reused, one would sit there. */
+    enum { KEPT = 2048 };
+    CachedL2Table **kept = g_new(CachedL2Table *, KEPT);
+    for (unsigned i = 0; i < KEPT; i++) {
+        kept[i] = new_entry(c, table_offset(2));
+    }
     expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", e), "double unref");
     qed_unref_l2_cache_entry(e);
     misuse_reported();
+    for (unsigned i = 0; i < KEPT; i++) {
+        g_assert_cmpint(kept[i]->ref, ==, 1);
+        qed_unref_l2_cache_entry(kept[i]);
+    }
+    g_free(kept);
     drop_cache(c);
 }
 
@@ -844,6 +878,7 @@ static const Case cases[] = {
     { "find/copied-struct", find_on_copied_struct },
     { "find/garbage-at-leaked-cache", find_garbage_at_leaked_cache },
     { "find/ref-overflow", find_ref_overflow },
+    { "commit/garbage-head-padding-intact", find_garbage_head_padding_intact },
     { "unref/double-after-many-releases", unref_double_after_many_releases },
     { "free/zeroed-cache", free_zeroed },
     { "free/twice", free_twice },

@@ -125,9 +125,123 @@ static void test_fork_while_threads_work(void)
     g_free(mine);
 }
 
+/*
+ * A fork while another thread makes the process's first library call: the
+ * child must not find a set-up step "in progress" for ever. Each trial is a
+ * fresh process (a child of this one that never called the library).
+ */
+static volatile int first_call_go;
+
+static void *first_call(void *arg)
+{
+    (void)arg;
+    while (!first_call_go) {
+    }
+    qed_unref_l2_cache_entry(qed_alloc_l2_cache_entry(NULL));
+    return NULL;
+}
+
+static int first_call_trial(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, first_call, NULL);
+    int hung = 0;
+    first_call_go = 1;
+    for (int i = 0; i < 8; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            alarm(5);
+            qed_unref_l2_cache_entry(qed_alloc_l2_cache_entry(NULL));
+            _exit(0);
+        }
+        int st;
+        waitpid(p, &st, 0);
+        hung += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    pthread_join(t, NULL);
+    return hung;
+}
+
+static void test_fork_during_first_call(void)
+{
+    int bad = 0;
+    for (int i = 0; i < 200; i++) {
+        pid_t p = fork();
+        g_assert_cmpint(p, >=, 0);
+        if (p == 0) {
+            _exit(first_call_trial() ? 1 : 0);
+        }
+        int st;
+        g_assert_cmpint(waitpid(p, &st, 0), ==, p);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    g_assert_cmpint(bad, ==, 0);
+}
+
+/*
+ * In a fork child, a new thread's stack may be where a thread of the
+ * parent (absent from the child) kept a live cache, possibly mid-update at
+ * the fork. Initialising a cache there must not touch the old one.
+ */
+static volatile int reuse_in_child, reuse_stop;
+
+static void *stack_cache_worker(void *arg)
+{
+    (void)arg;
+    L2TableCache c;
+    memset(&c, 0, sizeof(c));
+    qed_init_l2_cache(&c);
+    for (unsigned op = 0; reuse_in_child ? op < 1000 : !reuse_stop; op++) {
+        if (op % 64 == 0) {
+            qed_free_l2_cache(&c);
+            qed_init_l2_cache(&c);
+        }
+        uint64_t o = table_offset(op % 100);
+        CachedL2Table *e = qed_find_l2_cache_entry(&c, o);
+        if (!e) {
+            e = qed_alloc_l2_cache_entry(&c);
+            e->offset = o;
+            qed_commit_l2_cache_entry(&c, e);
+            e = qed_find_l2_cache_entry(&c, o);
+        }
+        qed_unref_l2_cache_entry(e);
+    }
+    qed_free_l2_cache(&c);
+    return NULL;
+}
+
+static void test_fork_child_reuses_stacks(void)
+{
+    pthread_t t;
+    reuse_stop = 0;
+    g_assert_cmpint(pthread_create(&t, NULL, stack_cache_worker, NULL), ==, 0);
+    int bad = 0;
+    for (int i = 0; i < 300; i++) {
+        pid_t p = fork();
+        g_assert_cmpint(p, >=, 0);
+        if (p == 0) {
+            alarm(10);
+            reuse_in_child = 1;
+            pthread_t u;
+            pthread_create(&u, NULL, stack_cache_worker, NULL);
+            pthread_join(u, NULL);
+            _exit(0);
+        }
+        int st;
+        g_assert_cmpint(waitpid(p, &st, 0), ==, p);
+        bad += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    reuse_stop = 1;
+    pthread_join(t, NULL);
+    g_test_message("%d of 300 children failed", bad);
+    g_assert_cmpint(bad, ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/plain/fork-during-first-call", test_fork_during_first_call);
+    g_test_add_func("/plain/fork-child-reuses-stacks", test_fork_child_reuses_stacks);
     g_test_add_func("/plain/many-caches", test_many_caches);
     g_test_add_func("/plain/fork-while-threads-work", test_fork_while_threads_work);
     return g_test_run();

@@ -110,9 +110,10 @@ fn setting(
     let value = var(name)?;
     let parsed = value.to_str().and_then(parse);
     if parsed.is_none() {
+        // Escaped, so that a newline in the value cannot split the line.
         report(format!(
             "qed-l2-cache: ignoring {name}=\"{}\": {expected}; using the default",
-            value.to_string_lossy()
+            value.to_string_lossy().escape_debug()
         ));
     }
     parsed
@@ -233,6 +234,8 @@ mod tests {
             assert_eq!(lines.len(), 1, "{bad:?} must be reported");
             assert_eq!(config.max_entries, DEFAULT_MAX_ENTRIES, "{bad:?}");
         }
+        let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "7\n")]);
+        assert!(lines.len() == 1 && !lines[0].contains('\n'), "{lines:?}");
         let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "007")]);
         assert!(lines.is_empty());
         assert_eq!(config.max_entries, 7);

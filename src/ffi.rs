@@ -300,8 +300,14 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         if let Some(mut stale) = registry::number_at(owner).and_then(|n| registry::unregister(owner, n)) {
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
-            // the struct's old contents.
-            stale.core.drain(detach);
+            // the struct's old contents. A cache from before a fork (in a
+            // child) may have been mid-update in a thread the child does
+            // not have: it is left alone, leaked as the C file would.
+            if stale.fork_generation == registry::fork_generation() {
+                stale.core.drain(detach);
+            } else {
+                std::mem::forget(stale);
+            }
         }
         let cfg = config::get();
         // The head `qtailq_init` writes below: no first element, and the
@@ -315,6 +321,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             core: Cache::new(cfg.max_entries, cfg.policy),
             written,
             serial,
+            fork_generation: registry::fork_generation(),
         });
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
         unsafe {

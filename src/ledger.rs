@@ -25,7 +25,7 @@
 
 use crate::entry::EntryBlock;
 use crate::memtools;
-use crate::sync::{ensure_fork_handlers, Locked, RawLock};
+use crate::sync::RawLock;
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::{null_mut, NonNull};
@@ -173,10 +173,9 @@ impl Table {
 
     fn get(&self) -> &KeyTable {
         // SAFETY: the pointer is always a live KeyTable: it is replaced only
-        // under the ledger's lock by its owner, and the old one is freed
-        // there, when no other thread can be reading it (they read under
-        // the lock) and the owner is not (it is the one replacing it).
-        unsafe { &*self.keys.load(Ordering::Acquire) }
+        // by the owner, under the ledger's lock, and the old one is freed
+        // only when no other thread can be reading it (see `Ledger::rebuild`).
+        unsafe { &*self.keys.load(Ordering::SeqCst) }
     }
 }
 
@@ -187,34 +186,58 @@ impl Drop for Table {
     }
 }
 
+/// Slots of a thread's memo of which other ledger holds an entry.
+const MEMO_SLOTS: usize = 64;
+
 /// A thread's records.
 pub struct Ledger {
+    /// Taken for a deletion by another thread and for a rebuild of a table.
     lock: RawLock,
     live: Table,
     released: Table,
+    /// Other threads reading this ledger's tables without the lock.
+    readers: AtomicUsize,
+    /// Tables replaced while other threads were reading: freed later.
+    /// Owner only.
+    retired: UnsafeCell<Vec<Box<KeyTable>>>,
     /// Released blocks, oldest first. Owner only.
     quarantine: UnsafeCell<VecDeque<NonNull<EntryBlock>>>,
+    /// Which other ledger last held a key this thread looked up: an entry
+    /// of a cache that moved between threads is then found in one probe.
+    /// Owner only; a stale memo only costs a full search.
+    memo: UnsafeCell<[(u64, *const Ledger); MEMO_SLOTS]>,
     /// A live thread owns this ledger.
     claimed: AtomicBool,
+    /// The next older ledger in the list (set before publication).
+    next: *const Ledger,
 }
 
-// SAFETY: the owner-only parts (`used`, `quarantine`) are touched by the
-// claiming thread alone (claims hand over with Release/Acquire), the rest
-// is atomics and the lock.
+// SAFETY: the owner-only parts (`used`, `retired`, `quarantine`, `memo`)
+// are touched by the claiming thread alone (claims hand over with
+// Release/Acquire), the rest is atomics and the lock.
 unsafe impl Sync for Ledger {}
 // SAFETY: as above.
 unsafe impl Send for Ledger {}
 
-struct LedgerPtr(NonNull<Ledger>);
-// SAFETY: ledgers are shared by design, see `Ledger`.
-unsafe impl Send for LedgerPtr {}
+/// The newest ledger; each links to the next older one. Ledgers are only
+/// ever added (until unload), so the list is walked without a lock.
+static LEDGERS: AtomicPtr<Ledger> = AtomicPtr::new(null_mut());
 
-/// Every ledger ever created (until unload), in creation order.
-static LEDGERS: Locked<Vec<LedgerPtr>> = Locked::new(Vec::new());
+/// Every ledger, newest first.
+fn all_ledgers() -> impl Iterator<Item = &'static Ledger> {
+    let mut cur = LEDGERS.load(Ordering::Acquire).cast_const();
+    std::iter::from_fn(move || {
+        // SAFETY: ledgers in the list live until unload.
+        let l = unsafe { cur.as_ref()? };
+        cur = l.next;
+        Some(l)
+    })
+}
 
 /// The pthread key whose value is the calling thread's ledger; its
-/// destructor unclaims the ledger when the thread exits.
-/// 0: none, 1: being created, 2 + key: created.
+/// destructor unclaims the ledger when the thread exits. 0: no key (not
+/// created, deleted at unload, or none left in the process: then ledgers
+/// of exited threads are simply not reused), else 1 + key.
 static THREAD_KEY: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn on_thread_exit(ledger: *mut libc::c_void) {
@@ -228,33 +251,31 @@ extern "C" fn on_thread_exit(ledger: *mut libc::c_void) {
     }
 }
 
-#[inline(always)]
-fn thread_key() -> libc::pthread_key_t {
+fn thread_key() -> Option<libc::pthread_key_t> {
     match THREAD_KEY.load(Ordering::Acquire) {
-        k if k >= 2 => (k - 2) as libc::pthread_key_t,
-        _ => make_thread_key(),
+        0 => None,
+        k => Some((k - 1) as libc::pthread_key_t),
     }
 }
 
-#[cold]
-fn make_thread_key() -> libc::pthread_key_t {
-    loop {
-        match THREAD_KEY.load(Ordering::Acquire) {
-            0 => {
-                if THREAD_KEY
-                    .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    let mut key: libc::pthread_key_t = 0;
-                    // SAFETY: `key` is writable; the destructor is ours.
-                    let rc = unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) };
-                    assert!(rc == 0, "pthread_key_create failed");
-                    THREAD_KEY.store(2 + key as usize, Ordering::Release);
-                    return key;
-                }
-            }
-            1 => std::hint::spin_loop(),
-            k => return (k - 2) as libc::pthread_key_t,
+/// Creates the thread key (once per loaded copy, from `sync::setup`).
+pub fn create_thread_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is writable; the destructor is ours.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
+        THREAD_KEY.store(1 + key as usize, Ordering::Release);
+    }
+}
+
+/// Deletes the thread key at unload, so that no thread exit calls into a
+/// library that is gone.
+pub fn delete_thread_key() {
+    if let Some(k) = thread_key() {
+        THREAD_KEY.store(0, Ordering::Release);
+        // SAFETY: clears this thread's value, then deletes our key.
+        unsafe {
+            libc::pthread_setspecific(k, null_mut());
+            libc::pthread_key_delete(k);
         }
     }
 }
@@ -268,7 +289,7 @@ pub fn current() -> &'static Ledger {
         // SAFETY: ledgers live until unload, which clears this pointer.
         return unsafe { ledger.as_ref() };
     }
-    claim(thread_key())
+    claim()
 }
 
 thread_local! {
@@ -278,37 +299,42 @@ thread_local! {
 }
 
 #[cold]
-fn claim(key: libc::pthread_key_t) -> &'static Ledger {
-    ensure_fork_handlers();
-    let ledger = LEDGERS.with(|all| {
-        let unclaimed = all.iter().find(|l| {
-            // SAFETY: ledgers in the list live until unload.
-            let l = unsafe { l.0.as_ref() };
-            l.claimed
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        });
-        match unclaimed {
-            Some(l) => l.0,
-            None => {
-                let fresh = Box::new(Ledger {
-                    lock: RawLock::new(),
-                    live: Table::new(),
-                    released: Table::new(),
-                    quarantine: UnsafeCell::new(VecDeque::new()),
-                    claimed: AtomicBool::new(true),
-                });
-                let p = NonNull::from(Box::leak(fresh));
-                all.push(LedgerPtr(p));
-                p
+fn claim() -> &'static Ledger {
+    crate::sync::setup();
+    let unclaimed = all_ledgers().find(|l| {
+        l.claimed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    });
+    let ledger = unclaimed.unwrap_or_else(|| {
+        let fresh = Box::leak(Box::new(Ledger {
+            lock: RawLock::new(),
+            live: Table::new(),
+            released: Table::new(),
+            readers: AtomicUsize::new(0),
+            retired: UnsafeCell::new(Vec::new()),
+            quarantine: UnsafeCell::new(VecDeque::new()),
+            memo: UnsafeCell::new([(0, std::ptr::null()); MEMO_SLOTS]),
+            claimed: AtomicBool::new(true),
+            next: null_mut(),
+        }));
+        let mut head = LEDGERS.load(Ordering::Acquire);
+        loop {
+            fresh.next = head;
+            match LEDGERS.compare_exchange_weak(head, fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => head = now,
             }
         }
+        fresh
     });
-    // SAFETY: sets this thread's value of our key.
-    unsafe { libc::pthread_setspecific(key, ledger.as_ptr().cast()) };
-    MINE.with(|m| m.set(ledger.as_ptr()));
-    // SAFETY: ledgers live until unload.
-    unsafe { ledger.as_ref() }
+    let p = ledger as *const Ledger as *mut Ledger;
+    if let Some(key) = thread_key() {
+        // SAFETY: sets this thread's value of our key.
+        unsafe { libc::pthread_setspecific(key, p.cast()) };
+    }
+    MINE.with(|m| m.set(p));
+    ledger
 }
 
 /// What a pointer turned out to be.
@@ -336,6 +362,17 @@ impl Ledger {
         if *used * 4 <= keys.capacity() * 3 {
             return;
         }
+        self.rebuild(table, used);
+    }
+
+    /// Rebuilds a table at twice its live keys (owner, lock held meanwhile).
+    /// The old table is freed at once if no other thread is reading this
+    /// ledger, else at a later rebuild: a reader announces itself in
+    /// `readers` before it loads the table pointer, and the owner swaps the
+    /// pointer before it looks at `readers` (both sequentially consistent),
+    /// so a reader that may hold the old pointer is always seen.
+    #[cold]
+    fn rebuild(&self, table: &Table, used: &mut usize) {
         self.lock.lock();
         let old = table.get();
         let live: Vec<u64> = old.keys().collect();
@@ -344,10 +381,15 @@ impl Ledger {
             fresh.insert(k);
         }
         *used = live.len();
-        let old = table.keys.swap(Box::into_raw(fresh), Ordering::AcqRel);
-        // SAFETY: nobody else reads this ledger's tables without its lock,
-        // which is held; the owner (this thread) no longer uses `old`.
-        drop(unsafe { Box::from_raw(old) });
+        let old = table.keys.swap(Box::into_raw(fresh), Ordering::SeqCst);
+        // SAFETY: `old` came from Box::into_raw and is no longer published.
+        let old = unsafe { Box::from_raw(old) };
+        // SAFETY: `retired` is the owner's (this thread's) alone.
+        let retired = unsafe { &mut *self.retired.get() };
+        retired.push(old);
+        if self.readers.load(Ordering::SeqCst) == 0 {
+            retired.clear();
+        }
         self.lock.unlock();
     }
 
@@ -380,34 +422,77 @@ pub fn classify(block: *const EntryBlock) -> Found {
     classify_elsewhere(me, key)
 }
 
-#[cold]
-fn classify_elsewhere(me: &Ledger, key: u64) -> Found {
-    others(me, |other| {
-        if other.live.get().find(key).is_some() {
-            Some(Found::Live)
+impl Ledger {
+    /// Looks `key` up in this (another thread's) ledger without its lock.
+    fn lookup_as_reader(&self, key: u64) -> Found {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        let found = if self.live.get().find(key).is_some() {
+            Found::Live
+        } else if self.released.get().find(key).is_some() {
+            Found::Released
         } else {
-            other.released.get().find(key).map(|_| Found::Released)
-        }
-    })
-    .unwrap_or(Found::Unknown)
+            Found::Unknown
+        };
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        found
+    }
+
+    /// The memo slot for `key` (owner only).
+    #[allow(clippy::mut_from_ref)]
+    fn memo_slot(&self, key: u64) -> &mut (u64, *const Ledger) {
+        // SAFETY: the memo is the owner's (this thread's) alone.
+        unsafe { &mut (*self.memo.get())[hash(key) % MEMO_SLOTS] }
+    }
 }
 
-/// Runs `f` on every ledger but `me`, each under its lock, until it
-/// returns `Some`.
-fn others<R>(me: &Ledger, mut f: impl FnMut(&Ledger) -> Option<R>) -> Option<R> {
-    LEDGERS.with(|all| {
-        all.iter().find_map(|l| {
-            // SAFETY: ledgers in the list live until unload.
-            let other = unsafe { l.0.as_ref() };
-            if std::ptr::eq(other, me) {
-                return None;
+/// An entry the calling thread did not allocate or release: the memo's
+/// guess first, then every ledger, with no lock.
+#[cold]
+fn classify_elsewhere(me: &Ledger, key: u64) -> Found {
+    let memo = *me.memo_slot(key);
+    if memo.0 == key {
+        // SAFETY: ledgers live until unload.
+        if let Some(Found::Live) = unsafe { memo.1.as_ref() }.map(|l| l.lookup_as_reader(key)) {
+            return Found::Live;
+        }
+    }
+    for other in all_ledgers() {
+        if std::ptr::eq(other, me) {
+            continue;
+        }
+        match other.lookup_as_reader(key) {
+            Found::Unknown => {}
+            found => {
+                if found == Found::Live {
+                    *me.memo_slot(key) = (key, other);
+                }
+                return found;
             }
-            other.lock.lock();
-            let r = f(other);
-            other.lock.unlock();
-            r
-        })
-    })
+        }
+    }
+    Found::Unknown
+}
+
+/// Deletes `key` from the live table of whichever other ledger holds it
+/// (the memo's guess first), under that ledger's lock.
+fn forget_elsewhere(me: &Ledger, key: u64) {
+    let delete = |other: &Ledger| {
+        other.lock.lock();
+        let keys = other.live.get();
+        let hit = keys.find(key).map(|i| keys.delete(i, false)).is_some();
+        other.lock.unlock();
+        hit
+    };
+    let memo = *me.memo_slot(key);
+    // SAFETY: ledgers live until unload.
+    if memo.0 == key && unsafe { memo.1.as_ref() }.is_some_and(delete) {
+        return;
+    }
+    for other in all_ledgers() {
+        if !std::ptr::eq(other, me) && delete(other) {
+            return;
+        }
+    }
 }
 
 /// Moves a live entry, whose last reference is gone and whose table was
@@ -421,14 +506,7 @@ pub unsafe fn record_release(block: NonNull<EntryBlock>) {
     let me = current();
     match me.live.get().find(key) {
         Some(i) => me.owner_delete(&me.live, i),
-        None => {
-            let _ = others(me, |other| {
-                let keys = other.live.get();
-                keys.find(key).map(|i| {
-                    keys.delete(i, false);
-                })
-            });
-        }
+        None => forget_elsewhere(me, key),
     }
     memtools::poison(block.as_ptr().cast(), std::mem::size_of::<EntryBlock>());
     let filled_empty = me.released.get().insert(key);
@@ -456,29 +534,21 @@ unsafe fn give_back(block: NonNull<EntryBlock>) {
     drop(unsafe { Box::from_raw(block.as_ptr()) });
 }
 
-/// Fork handler: takes the list lock, then every ledger's.
+/// Fork handler: takes every ledger's lock (a ledger added meanwhile is
+/// not locked, and needs not be: nobody holds its lock).
 #[cfg_attr(miri, allow(dead_code))]
 pub fn lock_all() {
-    LEDGERS.raw().lock();
-    // SAFETY: the list lock is held (taken just above), so the list is
-    // stable and no one else reads it.
-    let all = unsafe { &*LEDGERS.data_ptr() };
-    for l in all {
-        // SAFETY: ledgers live until unload.
-        unsafe { l.0.as_ref() }.lock.lock();
+    for l in all_ledgers() {
+        l.lock.lock();
     }
 }
 
-/// Fork handler: releases what [`lock_all`] took, in reverse.
+/// Fork handler: releases what [`lock_all`] took.
 #[cfg_attr(miri, allow(dead_code))]
 pub fn unlock_all() {
-    // SAFETY: the list lock is still held by this thread.
-    let all = unsafe { &*LEDGERS.data_ptr() };
-    for l in all.iter().rev() {
-        // SAFETY: ledgers live until unload.
-        unsafe { l.0.as_ref() }.lock.unlock();
+    for l in all_ledgers() {
+        l.lock.unlock();
     }
-    LEDGERS.raw().unlock();
 }
 
 /// At unload: when no other thread holds a ledger, gives every quarantined
@@ -488,39 +558,22 @@ pub fn unlock_all() {
 /// exiting while threads run), nothing is touched: it may still be in use.
 /// True when everything was released.
 pub fn release_all_at_unload() -> bool {
-    let key = match THREAD_KEY.load(Ordering::Acquire) {
-        k if k >= 2 => Some((k - 2) as libc::pthread_key_t),
-        _ => None,
-    };
-    // SAFETY: reading this thread's value of our key.
-    let mine = key.map_or(null_mut(), |k| {
-        unsafe { libc::pthread_getspecific(k) }.cast::<Ledger>()
-    });
-    LEDGERS.with(|all| {
-        let busy = all.iter().any(|l| {
-            // SAFETY: ledgers live until unload.
-            l.0.as_ptr() != mine && unsafe { l.0.as_ref() }.claimed.load(Ordering::Acquire)
-        });
-        if busy {
-            return false;
+    let mine = MINE.with(|m| m.get());
+    let busy = all_ledgers().any(|l| !std::ptr::eq(l, mine) && l.claimed.load(Ordering::Acquire));
+    if busy {
+        return false;
+    }
+    let mut cur = LEDGERS.swap(null_mut(), Ordering::AcqRel);
+    while !cur.is_null() {
+        // SAFETY: no thread uses the ledger any more (checked above), and
+        // it came from Box::leak in `claim`.
+        let ledger = unsafe { Box::from_raw(cur) };
+        cur = ledger.next.cast_mut();
+        for block in ledger.quarantine.into_inner() {
+            // SAFETY: quarantined blocks are ours and unused.
+            unsafe { give_back(block) };
         }
-        for l in all.drain(..) {
-            // SAFETY: no thread uses the ledger any more (checked above).
-            let ledger = unsafe { Box::from_raw(l.0.as_ptr()) };
-            for block in ledger.quarantine.into_inner() {
-                // SAFETY: quarantined blocks are ours and unused.
-                unsafe { give_back(block) };
-            }
-        }
-        if let Some(k) = key {
-            // SAFETY: sets this thread's value of our key; deletes the key.
-            unsafe {
-                libc::pthread_setspecific(k, null_mut());
-                libc::pthread_key_delete(k);
-            }
-            MINE.with(|m| m.set(null_mut()));
-            THREAD_KEY.store(0, Ordering::Release);
-        }
-        true
-    })
+    }
+    MINE.with(|m| m.set(null_mut()));
+    true
 }

@@ -20,7 +20,7 @@
 use crate::cache::Cache;
 use crate::entry::EntryPtr;
 use crate::ledger::hide;
-use crate::sync::{ensure_fork_handlers, Locked};
+use crate::sync::Locked;
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ptr::null_mut;
@@ -46,6 +46,23 @@ pub struct CacheState {
     pub written: HeadWords,
     /// The cache's number in init order (1 = first of the process).
     pub serial: u64,
+    /// Forks (in this process's ancestry) before the cache was created: a
+    /// cache from before a fork may belong to a thread the child lacks.
+    pub fork_generation: u64,
+}
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The current fork generation (see [`CacheState::fork_generation`]).
+pub fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Fork handler, in the child: caches from before the fork are now of an
+/// earlier generation.
+#[cfg_attr(miri, allow(dead_code))]
+pub fn forked() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One slot, on its own cache lines so caches never share a written line.
@@ -119,7 +136,7 @@ fn grow_to(number: u32) {
 /// Records a new cache at `owner` and returns its number; `make` builds
 /// its state given its serial number.
 pub fn register(owner: usize, make: impl FnOnce(u64) -> CacheState) -> u32 {
-    ensure_fork_handlers();
+    crate::sync::setup();
     numbers(|n| {
         let number = n.free.pop().unwrap_or_else(|| {
             n.next = n.next.checked_add(1).expect("qed-l2-cache: 2^32 caches at once");
@@ -252,6 +269,7 @@ mod tests {
             core: Cache::new(4, Policy::Fifo),
             written: HeadWords::default(),
             serial,
+            fork_generation: fork_generation(),
         };
         let a = register(owner_a, mk);
         let b = register(owner_b, mk);

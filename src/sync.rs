@@ -11,16 +11,20 @@
 //! allocated them, and a ledger's table growing.
 //!
 //! Fork: a `fork()` from one thread while another holds one of these locks
-//! would leave it held for ever in the child. [`ensure_fork_handlers`]
+//! would leave it held for ever in the child. [`setup`]
 //! registers `pthread_atfork` handlers that take every lock, in the one
 //! order the library ever nests them (registry, then ledger list, then each
 //! ledger), before the fork and release them after it in both processes.
+//! They are registered, and the thread key created, by a constructor when
+//! the library is loaded, before any thread can call it (and through
+//! `pthread_once`, which glibc restarts in a fork child, if no constructor
+//! ran).
 //! glibc ties handlers registered from a shared object to that object and
 //! drops them when it is unloaded, so a fork after `dlclose` never jumps
 //! into unmapped code.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A minimal lock: an atomic flag, spinning briefly then yielding. Held
 /// only for short, non-blocking sections; unlike `std::sync::Mutex` it can
@@ -95,49 +99,68 @@ impl<T> Locked<T> {
     pub fn raw(&self) -> &RawLock {
         &self.lock
     }
-
-    /// The data, for the fork handlers, which hold the lock across calls.
-    #[cfg_attr(miri, allow(dead_code))]
-    pub fn data_ptr(&self) -> *mut T {
-        self.data.get()
-    }
 }
 
-/// 0: not registered, 1: being registered, 2: registered.
-static FORK_HANDLERS: AtomicU8 = AtomicU8::new(0);
+/// `pthread_once` state: glibc's restarts the initialisation in a fork
+/// child if the fork interrupted it in another thread, so no state can be
+/// left "in progress" for ever (a spin flag could).
+#[cfg(not(miri))]
+struct Once(UnsafeCell<libc::pthread_once_t>);
+// SAFETY: only ever passed to pthread_once, which synchronises.
+#[cfg(not(miri))]
+unsafe impl Sync for Once {}
+#[cfg(not(miri))]
+static SETUP: Once = Once(UnsafeCell::new(libc::PTHREAD_ONCE_INIT));
+#[cfg(miri)]
+static SETUP: std::sync::Once = std::sync::Once::new();
 
-/// Registers the fork handlers once per loaded copy of the library; called
-/// by the first `init` and the first ledger.
-pub fn ensure_fork_handlers() {
-    if FORK_HANDLERS.load(Ordering::Acquire) == 2 {
-        return;
+/// Once per loaded copy of the library: the fork handlers and the thread
+/// key. Run at load (below), before any thread can call the library, and
+/// again (a no-op) by the first call in case no constructor ran.
+pub fn setup() {
+    #[cfg(not(miri))]
+    // SAFETY: SETUP is a valid once-control for the whole process.
+    unsafe {
+        libc::pthread_once(SETUP.0.get(), setup_once);
     }
-    if FORK_HANDLERS
-        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        // Miri cannot run fork handlers (nor fork); nothing to protect there.
-        #[cfg(not(miri))]
-        // SAFETY: the three handlers are plain functions of this library.
-        unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork))
-        };
-        FORK_HANDLERS.store(2, Ordering::Release);
-    } else {
-        while FORK_HANDLERS.load(Ordering::Acquire) != 2 {
-            std::hint::spin_loop();
-        }
-    }
+    #[cfg(miri)]
+    SETUP.call_once(|| setup_once());
 }
 
-#[cfg_attr(miri, allow(dead_code))]
+extern "C" fn setup_once() {
+    // Miri cannot run fork handlers (nor fork); nothing to protect there.
+    #[cfg(not(miri))]
+    // SAFETY: the three handlers are plain functions of this library.
+    unsafe {
+        libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child))
+    };
+    crate::ledger::create_thread_key();
+}
+
+extern "C" fn at_load() {
+    setup();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;
+
 extern "C" fn before_fork() {
     crate::registry::lock_all();
     crate::ledger::lock_all();
 }
 
 #[cfg_attr(miri, allow(dead_code))]
-extern "C" fn after_fork() {
+extern "C" fn after_fork_parent() {
+    crate::ledger::unlock_all();
+    crate::registry::unlock_all();
+}
+
+#[cfg_attr(miri, allow(dead_code))]
+extern "C" fn after_fork_child() {
+    // The other threads are gone: caches they were using may have been
+    // mid-update, so the registry marks everything from before the fork.
+    crate::registry::forked();
     crate::ledger::unlock_all();
     crate::registry::unlock_all();
 }
@@ -146,6 +169,8 @@ extern "C" fn after_fork() {
 /// gives back what the library still holds, when nothing can use it any
 /// more (see [`crate::ledger::release_all_at_unload`]).
 extern "C" fn at_unload() {
+    // Always: no thread exit may call into the library once it is gone.
+    crate::ledger::delete_thread_key();
     if crate::registry::is_empty() && crate::ledger::release_all_at_unload() {
         crate::registry::release_all_at_unload();
     }

@@ -6,6 +6,7 @@ checks that a leaked entry and a read after release are reported.
 usage: check_memtools.py valgrind|asan EXE [VALGRIND]
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,16 @@ import sys
 def run(cmd, env=None):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     return p.returncode, p.stdout + p.stderr
+
+
+def lost_bytes(out):
+    """Bytes valgrind reports definitely plus indirectly lost."""
+    total = 0
+    for line in out.splitlines():
+        m = re.search(r"(definitely|indirectly) lost: ([\d,]+) bytes", line)
+        if m:
+            total += int(m.group(2).replace(",", ""))
+    return total
 
 
 def main():
@@ -25,6 +36,11 @@ def main():
             failures.append("leak: valgrind must report the entry (48 bytes) definitely lost")
         if "indirectly lost: 512 bytes in 1 blocks" not in out:
             failures.append("leak: valgrind must report its table (512 bytes) indirectly lost")
+        rc, out = run(vg + [exe, "leak-cache"])
+        lost = lost_bytes(out)
+        if lost < 3 * 48 + 3 * 4096:
+            failures.append(f"leak-cache: valgrind must report the never-freed cache's 3 entries and "
+                            f"tables lost (definitely + indirectly: {lost} bytes)")
         rc, out = run(vg + [exe, "read-after-release"])
         if "Invalid read of size 8" not in out:
             failures.append("read-after-release: valgrind must report an invalid read")
@@ -33,6 +49,9 @@ def main():
         rc, out = run([exe, "leak"], env)
         if rc == 0 or "Direct leak of 48 byte(s) in 1 object(s)" not in out:
             failures.append("leak: LeakSanitizer must report the entry (48 bytes)")
+        rc, out = run([exe, "leak-cache"], env)
+        if rc == 0 or "Direct leak of 48 byte(s)" not in out or "4096 byte(s)" not in out:
+            failures.append("leak-cache: LeakSanitizer must report the never-freed cache's entries")
         rc, out = run([exe, "read-after-release"], env)
         if rc == 0 or "use-after-poison" not in out:
             failures.append("read-after-release: ASan must report a use-after-poison")

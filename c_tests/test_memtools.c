@@ -17,6 +17,32 @@
 
 #include "qed_l2_cache.h"
 
+/*
+ * A cache the caller never frees, its struct freed with the rest of its
+ * state: its entries and tables are lost, as with the C file (the
+ * library's records must not keep them reachable).
+ */
+static void __attribute__((noinline)) leak_a_cache(void)
+{
+    L2TableCache *c = calloc(1, sizeof(*c));
+    qed_init_l2_cache(c);
+    for (int i = 1; i <= 3; i++) {
+        CachedL2Table *x = qed_alloc_l2_cache_entry(c);
+        x->table = malloc(4096);
+        x->offset = (uint64_t)i << 16;
+        qed_commit_l2_cache_entry(c, x);
+    }
+    free(c);
+}
+
+/* Overwrites the stack that leak_a_cache() used, so no stale copy of a
+ * pointer there keeps anything reachable. */
+static void __attribute__((noinline)) scrub_stack(void)
+{
+    volatile char junk[16384];
+    memset((char *)junk, 0, sizeof(junk));
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -40,6 +66,13 @@ int main(int argc, char **argv)
         qed_free_l2_cache(&cache);
         static L2TableCache still_open;
         qed_init_l2_cache(&still_open);
+        return 0;
+    }
+    if (strcmp(argv[1], "leak-cache") == 0) {
+        leak_a_cache();
+        scrub_stack();
+        qed_unref_l2_cache_entry(e);
+        qed_free_l2_cache(&cache);
         return 0;
     }
     if (strcmp(argv[1], "read-after-release") == 0) {

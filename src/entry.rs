@@ -27,7 +27,11 @@ pub struct EntryBlock {
 /// Hidden bytes per entry beyond the 40 C sees.
 pub const HIDDEN_BYTES: usize = std::mem::size_of::<EntryBlock>() - std::mem::size_of::<CachedL2Table>();
 
-/// A live entry owned by the library, as the core cache stores it.
+/// A live entry owned by the library, as the core cache stores it. The
+/// address is kept hidden (XORed with the process's secret, as the ledgers
+/// keep it): a cache the caller never frees must not make its entries look
+/// reachable to valgrind or LeakSanitizer, so they are reported lost as
+/// with the C file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryPtr(NonNull<EntryBlock>);
 
@@ -61,7 +65,19 @@ impl EntryPtr {
         });
         let block = NonNull::from(Box::leak(block));
         ledger::record_alloc(block);
-        EntryPtr(block)
+        EntryPtr::hiding(block)
+    }
+
+    fn hiding(block: NonNull<EntryBlock>) -> EntryPtr {
+        let hidden = block.as_ptr().map_addr(|a| ledger::hide(a) as usize);
+        // SAFETY: a hidden address has its top bit set, so it is not null.
+        EntryPtr(unsafe { NonNull::new_unchecked(hidden) })
+    }
+
+    /// The block's real address (provenance kept through the hiding).
+    #[inline(always)]
+    fn block(self) -> *mut EntryBlock {
+        self.0.as_ptr().map_addr(|a| ledger::hide(a) as usize)
     }
 
     /// Classifies a pointer that C passed in, from the library's records
@@ -73,7 +89,7 @@ impl EntryPtr {
             return Checked::Foreign;
         }
         match ledger::classify(block) {
-            Found::Live => Checked::Live(EntryPtr(p.cast())),
+            Found::Live => Checked::Live(EntryPtr::hiding(p.cast())),
             Found::Released => Checked::Released,
             Found::Unknown => Checked::Foreign,
         }
@@ -81,7 +97,7 @@ impl EntryPtr {
 
     /// The pointer C sees.
     pub fn as_c(self) -> *mut CachedL2Table {
-        self.0.as_ptr().cast()
+        self.block().cast()
     }
 
     /// The reference count.
@@ -105,13 +121,13 @@ impl EntryPtr {
 
     fn flag(self, flag: u32) -> bool {
         // SAFETY: as in `refs`.
-        unsafe { (*self.0.as_ptr()).flags & flag != 0 }
+        unsafe { (*self.block()).flags & flag != 0 }
     }
 
     fn set_flag(self, flag: u32, on: bool) {
         // SAFETY: as in `set_refs`.
         unsafe {
-            let flags = &mut (*self.0.as_ptr()).flags;
+            let flags = &mut (*self.block()).flags;
             *flags = if on { *flags | flag } else { *flags & !flag };
         }
     }
@@ -142,14 +158,14 @@ impl EntryPtr {
     /// # Safety
     /// No one may use `self` afterwards; the entry must be on no list.
     pub unsafe fn release(self) {
-        let block = self.0.as_ptr();
+        let block = self.block();
         // SAFETY: the block is live and now unreferenced. The table came
         // from the caller's aligned allocator, released with free() (QEMU's
         // qemu_vfree is free() on POSIX).
         unsafe {
             libc::free((*block).entry.table.cast());
             (*block).entry.table = null_mut();
-            ledger::record_release(self.0);
+            ledger::record_release(NonNull::new_unchecked(block));
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::cache::{Cache, Commit, Policy};
 use crate::config;
 use crate::diag::{misuse, trace, tracing, Refused, P};
 use crate::entry::{Checked, EntryPtr};
+use crate::ledger::hide;
 use crate::registry::{self, CacheState, HeadWords};
 use std::ffi::{c_char, c_int, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -72,10 +73,12 @@ unsafe fn head_words(l2_cache: *const L2TableCache) -> HeadWords {
     // SAFETY: per the caller's guarantee; the union's circular view covers
     // both words, whatever was stored through either view.
     unsafe {
+        // Kept hidden like every address the library records: the words
+        // point at entries, which must not look reachable through them.
         let link = (*l2_cache).entries.tqh_circ;
         HeadWords {
-            first: link.tql_next as usize,
-            last_link: link.tql_prev as usize,
+            first: hide(link.tql_next as usize),
+            last_link: hide(link.tql_prev as usize),
             n_entries: (*l2_cache).n_entries,
         }
     }
@@ -313,8 +316,8 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         // The head `qtailq_init` writes below: no first element, and the
         // last-link pointing at the head's own link (offset 0).
         let written = HeadWords {
-            first: 0,
-            last_link: owner,
+            first: hide(0),
+            last_link: hide(owner),
             n_entries: 0,
         };
         let number = registry::register(owner, |serial| CacheState {

@@ -199,7 +199,7 @@ pub struct Ledger {
     readers: AtomicUsize,
     /// Tables replaced while other threads were reading: freed later.
     /// Owner only.
-    retired: UnsafeCell<Vec<Box<KeyTable>>>,
+    retired: UnsafeCell<Vec<KeyTable>>,
     /// Released blocks, oldest first. Owner only.
     quarantine: UnsafeCell<VecDeque<NonNull<EntryBlock>>>,
     /// Which other ledger last held a key this thread looked up: an entry
@@ -386,7 +386,7 @@ impl Ledger {
         let old = unsafe { Box::from_raw(old) };
         // SAFETY: `retired` is the owner's (this thread's) alone.
         let retired = unsafe { &mut *self.retired.get() };
-        retired.push(old);
+        retired.push(*old);
         if self.readers.load(Ordering::SeqCst) == 0 {
             retired.clear();
         }

@@ -26,13 +26,14 @@ use std::collections::HashMap;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-/// The list head words the library last wrote into the caller's struct.
+/// The list head words the library last wrote into the caller's struct,
+/// addresses hidden (`ledger::hide`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadWords {
-    /// `entries.tqh_first`.
-    pub first: usize,
-    /// `entries.tqh_circ.tql_prev`.
-    pub last_link: usize,
+    /// `entries.tqh_first`, hidden.
+    pub first: u64,
+    /// `entries.tqh_circ.tql_prev`, hidden.
+    pub last_link: u64,
     /// `n_entries`.
     pub n_entries: u32,
 }

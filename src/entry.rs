@@ -28,8 +28,7 @@ pub struct EntryBlock {
 pub const HIDDEN_BYTES: usize = std::mem::size_of::<EntryBlock>() - std::mem::size_of::<CachedL2Table>();
 
 /// A live entry owned by the library, as the core cache stores it. The
-/// address is kept hidden (XORed with the process's secret, as the ledgers
-/// keep it): a cache the caller never frees must not make its entries look
+/// address is kept hidden (`ledger::hide`, as the ledgers keep it): a cache the caller never frees must not make its entries look
 /// reachable to valgrind or LeakSanitizer, so they are reported lost as
 /// with the C file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +69,7 @@ impl EntryPtr {
 
     fn hiding(block: NonNull<EntryBlock>) -> EntryPtr {
         let hidden = block.as_ptr().map_addr(|a| ledger::hide(a) as usize);
-        // SAFETY: a hidden address has its top bit set, so it is not null.
+        // SAFETY: a hidden address has high bits set, so it is not null.
         EntryPtr(unsafe { NonNull::new_unchecked(hidden) })
     }
 

@@ -44,41 +44,17 @@ pub const QED_L2_CACHE_QUARANTINE_PER_THREAD: usize = 4096;
 const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
 
-/// The process's key secret: random, with the top bit set so that a key is
-/// never a canonical address, and bit 2 set so that the key of an 8-byte
-/// aligned address is never `EMPTY` or `DELETED`.
-static SECRET: AtomicU64 = AtomicU64::new(0);
-
-#[inline(always)]
-fn secret() -> u64 {
-    let s = SECRET.load(Ordering::Relaxed);
-    if s != 0 {
-        return s;
-    }
-    new_secret()
-}
-
-#[cold]
-fn new_secret() -> u64 {
-    let mut random = 0u64;
-    #[cfg(not(miri))]
-    // SAFETY: getrandom writes at most 8 bytes into `random`.
-    unsafe {
-        libc::getrandom((&mut random as *mut u64).cast(), 8, libc::GRND_NONBLOCK);
-    }
-    // Without entropy (early boot) a fixed pattern still hides addresses.
-    random ^= 0x5bd1_e995_9e37_79b9;
-    let fresh = (random | (1 << 63) | 0b100) & !0b011;
-    match SECRET.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => fresh,
-        Err(winner) => winner,
-    }
-}
+/// What every address the library records is XORed with. Bits 48..63 set
+/// make the result a non-canonical address (also under aarch64's top-byte
+/// ignore), which no leak checker takes for a pointer, and which is never
+/// `EMPTY` or `DELETED`. A constant: the point is to hide addresses from
+/// memory checkers, not from an adversary, and it costs nothing to apply.
+const HIDE_MASK: u64 = 0x5AD3_0000_0000_0000;
 
 /// An address as the library's records keep it: never a plain pointer.
 #[inline(always)]
 pub fn hide(addr: usize) -> u64 {
-    addr as u64 ^ secret()
+    addr as u64 ^ HIDE_MASK
 }
 
 /// The record key of an entry.

@@ -116,6 +116,8 @@ pub struct Cache<H: Copy> {
     /// The fresh entry (see [`Policy`]), NIL when there is none.
     fresh: u32,
     stats: Stats,
+    /// The size advisor (docs/advisor.md), fed by `find` when on.
+    pub(crate) advisor: crate::advisor::Hook,
 }
 
 impl<H: Copy> Cache<H> {
@@ -135,6 +137,7 @@ impl<H: Copy> Cache<H> {
             hand: NIL,
             fresh: NIL,
             stats: Stats::default(),
+            advisor: crate::advisor::Hook::new(max_entries, policy),
         }
     }
 
@@ -196,6 +199,9 @@ impl<H: Copy> Cache<H> {
     /// policy's reaction to a hit.
     #[inline]
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_find(offset);
+        }
         let Some(slot) = self.slot_of(offset) else {
             self.stats.misses += 1;
             return None;
@@ -267,6 +273,7 @@ impl<H: Copy> Cache<H> {
         assert!(max_entries >= 1, "max_entries must be positive");
         self.max_entries = max_entries;
         self.evict_down_to(max_entries, in_use, on_evict);
+        self.advisor.restart(max_entries, self.policy, self.stats.misses);
     }
 
     /// Switches policy. The order and the fresh entry are kept; SIEVE's
@@ -275,6 +282,7 @@ impl<H: Copy> Cache<H> {
         self.policy = policy;
         self.visited.fill(false);
         self.hand = NIL;
+        self.advisor.restart(self.max_entries, policy, self.stats.misses);
     }
 
     /// Empties the cache, passing every handle to `f` in list order.

@@ -12,9 +12,11 @@
 //! - [`abi`]: the C-visible types and the QTAILQ link handling.
 //! - [`entry`] and [`registry`]: where entries and per-cache state live.
 //! - [`ffi`]: the exported functions, a thin layer over the above.
+//! - [`advisor`]: the size advisor (docs/advisor.md), in the core.
 //! - [`config`] and [`diag`]: the environment, misuse reports and traces.
 
 pub mod abi;
+pub mod advisor;
 pub mod cache;
 pub mod config;
 pub mod diag;

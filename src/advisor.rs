@@ -1,0 +1,700 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The size advisor (docs/advisor.md): how many table reads the cache would
+//! have needed at other maximums, from the lookups it really got.
+//!
+//! Every `find` the cache sees is fed to one exact simulation per tracked
+//! size, all under the cache's policy, in one structure: a table has one
+//! *record* (found by one hash lookup) holding, as bitmasks over the
+//! tracked sizes, which simulated caches hold it, SIEVE's visited bits and
+//! which simulations it is the fresh entry of, plus one pair of list links
+//! per size. A find that hits every simulation costs the lookup and a few
+//! bit operations (LRU also relinks the record in each list). A simulated
+//! miss inserts the table in that simulation (evicting per policy when it
+//! is full): the caller's find after its commit then arrives as its own
+//! find, a hit on the fresh entry, exactly as in a real cache of that size.
+//! Pinning by requests in flight is not simulated.
+//!
+//! Records live while some simulation holds the table, so memory is
+//! bounded by the largest tracked size. This module knows nothing of C; the
+//! cache ([`crate::cache::Cache`]) owns an [`Advisor`] when it is on.
+
+use crate::cache::{Cache, Policy};
+use crate::index::OffsetIndex;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const NIL: u32 = u32::MAX;
+
+/// Tracked sizes as fractions of the cache's maximum, smallest first: at
+/// least 1, at most [`MAX_TRACKED`], the maximum itself left out (the
+/// cache's own counters answer for it).
+const FRACTIONS: [(u64, u64); 6] = [(1, 4), (1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
+
+/// The largest size tracked.
+pub(crate) const MAX_TRACKED: u32 = 1 << 20;
+
+/// The sizes an advisor simulates for a cache of `max_entries`, ascending.
+pub fn tracked_sizes(max_entries: u32) -> Vec<u32> {
+    let mut sizes: Vec<u32> = FRACTIONS
+        .iter()
+        .map(|&(num, den)| {
+            let s = (u64::from(max_entries) * num / den).max(1);
+            if num > den {
+                s.min(u64::from(MAX_TRACKED)) as u32
+            } else {
+                s as u32
+            }
+        })
+        .filter(|&s| s != max_entries && (s < max_entries || max_entries < MAX_TRACKED))
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    offset: u64,
+    /// Bit k: simulation k holds the table.
+    inside: u32,
+    /// Bit k: SIEVE's visited bit in simulation k.
+    visited: u32,
+    /// Bit k: the table is simulation k's fresh entry (see [`Policy`]).
+    fresh: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sim {
+    max: u32,
+    len: u32,
+    head: u32,
+    tail: u32,
+    hand: u32,
+    fresh: u32,
+    misses: u64,
+}
+
+/// Exact simulations of the cache at several sizes, fed by its finds.
+#[derive(Debug, Clone)]
+pub struct Advisor {
+    policy: Policy,
+    max_entries: u32,
+    sims: Vec<Sim>,
+    /// Bits of every simulation.
+    all: u32,
+    recs: Vec<Rec>,
+    /// `sims.len()` links per record: record r's link in simulation k is
+    /// `links[r * sims.len() + k]`.
+    links: Vec<Link>,
+    free: Vec<u32>,
+    index: OffsetIndex,
+    finds: u64,
+    /// The cache's misses when the advisor started.
+    base_misses: u64,
+}
+
+impl Advisor {
+    /// An advisor for a cache of `max_entries` under `policy` that had
+    /// `misses_so_far` misses.
+    pub fn new(max_entries: u32, policy: Policy, misses_so_far: u64) -> Self {
+        let sims: Vec<Sim> = tracked_sizes(max_entries)
+            .into_iter()
+            .map(|max| Sim {
+                max,
+                len: 0,
+                head: NIL,
+                tail: NIL,
+                hand: NIL,
+                fresh: NIL,
+                misses: 0,
+            })
+            .collect();
+        let all = if sims.is_empty() {
+            0
+        } else {
+            u32::MAX >> (32 - sims.len())
+        };
+        Advisor {
+            policy,
+            max_entries,
+            sims,
+            all,
+            recs: Vec::new(),
+            links: Vec::new(),
+            free: Vec::new(),
+            index: OffsetIndex::new(),
+            finds: 0,
+            base_misses: misses_so_far,
+        }
+    }
+
+    /// The simulated sizes, ascending (the cache's own maximum excluded).
+    pub fn sizes(&self) -> Vec<u32> {
+        self.sims.iter().map(|s| s.max).collect()
+    }
+
+    /// The maximum of the cache this advisor was started for.
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// Finds fed since the advisor started.
+    pub fn finds(&self) -> u64 {
+        self.finds
+    }
+
+    /// Misses simulated at `size`, if it is a simulated size.
+    pub fn simulated_misses(&self, size: u32) -> Option<u64> {
+        self.sims.iter().find(|s| s.max == size).map(|s| s.misses)
+    }
+
+    /// Tables tracked now (held by at least one simulation).
+    pub fn tracked_tables(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Heap bytes held (records, links, index, free list).
+    pub fn heap_bytes(&self) -> usize {
+        self.recs.capacity() * std::mem::size_of::<Rec>()
+            + self.links.capacity() * std::mem::size_of::<Link>()
+            + self.free.capacity() * 4
+            + self.index.heap_bytes()
+            + self.sims.capacity() * std::mem::size_of::<Sim>()
+    }
+
+    /// Bytes of record, links and index per tracked table (the index at its
+    /// worst load, 1/4, counted as 16 bytes).
+    pub fn bytes_per_table(&self) -> usize {
+        std::mem::size_of::<Rec>() + self.sims.len() * std::mem::size_of::<Link>() + 16
+    }
+
+    /// Feeds one find of the cache.
+    #[inline(never)]
+    pub fn on_find(&mut self, offset: u64) {
+        self.finds += 1;
+        let recs = &self.recs;
+        let (r, inside) = match self.index.get(offset, |s| recs[s as usize].offset) {
+            Some(r) => (r, self.recs[r as usize].inside),
+            None => (self.new_rec(offset), 0),
+        };
+        if inside != 0 {
+            match self.policy {
+                Policy::Fifo => {}
+                Policy::Lru => {
+                    let mut m = inside;
+                    while m != 0 {
+                        let k = m.trailing_zeros() as usize;
+                        m &= m - 1;
+                        if self.sims[k].tail != r {
+                            self.unlink(k, r);
+                            self.link_tail(k, r);
+                        }
+                    }
+                }
+                Policy::Sieve => {
+                    let rec = &mut self.recs[r as usize];
+                    rec.visited |= inside & !rec.fresh;
+                }
+            }
+        }
+        let mut missing = self.all & !inside;
+        while missing != 0 {
+            let k = missing.trailing_zeros() as usize;
+            missing &= missing - 1;
+            self.sims[k].misses += 1;
+            self.insert(k, r);
+        }
+    }
+
+    fn new_rec(&mut self, offset: u64) -> u32 {
+        let rec = Rec {
+            offset,
+            inside: 0,
+            visited: 0,
+            fresh: 0,
+        };
+        let r = match self.free.pop() {
+            Some(r) => {
+                self.recs[r as usize] = rec;
+                r
+            }
+            None => {
+                let r = u32::try_from(self.recs.len()).expect("tracked tables fit in u32");
+                self.recs.push(rec);
+                let k = self.sims.len();
+                self.links
+                    .extend(std::iter::repeat(Link { prev: NIL, next: NIL }).take(k));
+                r
+            }
+        };
+        let recs = &self.recs;
+        self.index.insert(offset, r, |s| recs[s as usize].offset);
+        r
+    }
+
+    #[inline]
+    fn link(&self, k: usize, r: u32) -> Link {
+        self.links[r as usize * self.sims.len() + k]
+    }
+
+    #[inline]
+    fn link_mut(&mut self, k: usize, r: u32) -> &mut Link {
+        let n = self.sims.len();
+        &mut self.links[r as usize * n + k]
+    }
+
+    fn unlink(&mut self, k: usize, r: u32) {
+        let Link { prev, next } = self.link(k, r);
+        match prev {
+            NIL => self.sims[k].head = next,
+            p => self.link_mut(k, p).next = next,
+        }
+        match next {
+            NIL => self.sims[k].tail = prev,
+            n => self.link_mut(k, n).prev = prev,
+        }
+    }
+
+    fn link_tail(&mut self, k: usize, r: u32) {
+        let tail = self.sims[k].tail;
+        *self.link_mut(k, r) = Link {
+            prev: tail,
+            next: NIL,
+        };
+        match tail {
+            NIL => self.sims[k].head = r,
+            t => self.link_mut(k, t).next = r,
+        }
+        self.sims[k].tail = r;
+    }
+
+    /// Inserts record `r` (not in simulation k) at its tail, evicting first
+    /// when the simulation is full; `r` becomes its fresh entry.
+    fn insert(&mut self, k: usize, r: u32) {
+        if self.sims[k].len >= self.sims[k].max {
+            self.evict(k);
+        }
+        self.link_tail(k, r);
+        let bit = 1u32 << k;
+        let old = self.sims[k].fresh;
+        if old != NIL {
+            self.recs[old as usize].fresh &= !bit;
+        }
+        let rec = &mut self.recs[r as usize];
+        rec.inside |= bit;
+        rec.fresh |= bit;
+        rec.visited &= !bit;
+        self.sims[k].fresh = r;
+        self.sims[k].len += 1;
+    }
+
+    fn evict(&mut self, k: usize) {
+        let bit = 1u32 << k;
+        let victim = match self.policy {
+            Policy::Fifo | Policy::Lru => self.sims[k].head,
+            Policy::Sieve => {
+                // Nothing is pinned: within one lap every visited bit is
+                // cleared, so the walk ends.
+                let mut hand = self.sims[k].hand;
+                loop {
+                    if hand == NIL {
+                        hand = self.sims[k].head;
+                    }
+                    let next = self.link(k, hand).next;
+                    let rec = &mut self.recs[hand as usize];
+                    if rec.visited & bit != 0 {
+                        rec.visited &= !bit;
+                        hand = next;
+                    } else {
+                        self.sims[k].hand = next;
+                        break hand;
+                    }
+                }
+            }
+        };
+        self.unlink(k, victim);
+        let sim = &mut self.sims[k];
+        sim.len -= 1;
+        if sim.fresh == victim {
+            sim.fresh = NIL;
+        }
+        let rec = &mut self.recs[victim as usize];
+        rec.inside &= !bit;
+        rec.visited &= !bit;
+        rec.fresh &= !bit;
+        if rec.inside == 0 {
+            let offset = rec.offset;
+            let recs = &self.recs;
+            let removed = self.index.remove(offset, |s| recs[s as usize].offset);
+            debug_assert!(removed);
+            self.free.push(victim);
+        }
+    }
+}
+
+/// Numbers caches in creation order, process-wide (lock-free: fork-safe).
+static CACHE_NUMBER: AtomicU64 = AtomicU64::new(0);
+/// The largest recommendation reported so far, process-wide.
+static LARGEST_RECOMMENDATION: AtomicU32 = AtomicU32::new(0);
+
+/// The advisor's place in a cache: the cache's number (for the report)
+/// and the advisor when it is on.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    number: u64,
+    /// The advisor, when on. The cache's `find` tests only this.
+    pub(crate) sim: Option<Box<Advisor>>,
+}
+
+impl Hook {
+    /// The hook of a new cache: on when `QED_L2_CACHE_REPORT=1`.
+    pub fn new(max_entries: u32, policy: Policy) -> Self {
+        let on = crate::config::get().report;
+        Hook {
+            number: CACHE_NUMBER.fetch_add(1, Ordering::Relaxed) + 1,
+            sim: on.then(|| Box::new(Advisor::new(max_entries, policy, 0))),
+        }
+    }
+
+    /// Starts the advisor afresh for a new maximum or policy, if it is on.
+    pub fn restart(&mut self, max_entries: u32, policy: Policy, misses_so_far: u64) {
+        if let Some(a) = self.sim.as_deref_mut() {
+            *a = Advisor::new(max_entries, policy, misses_so_far);
+        }
+    }
+}
+
+/// One point of the miss curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Maximum number of cached tables.
+    pub size: u32,
+    /// Misses (table reads) at that size since the advisor started.
+    pub misses: u64,
+}
+
+impl<H: Copy> Cache<H> {
+    /// Turns the advisor on (started afresh if it was off) or off.
+    pub fn set_advisor(&mut self, on: bool) {
+        match (on, self.advisor.sim.is_some()) {
+            (true, false) => {
+                self.advisor.sim = Some(Box::new(Advisor::new(
+                    self.max_entries(),
+                    self.policy(),
+                    self.stats().misses,
+                )))
+            }
+            (false, true) => self.advisor.sim = None,
+            _ => {}
+        }
+    }
+
+    /// The advisor, when on.
+    pub fn advisor(&self) -> Option<&Advisor> {
+        self.advisor.sim.as_deref()
+    }
+
+    /// The cache's number in creation order (process-wide, from 1).
+    pub fn number(&self) -> u64 {
+        self.advisor.number
+    }
+
+    /// Misses the cache would have had since the advisor started with a
+    /// maximum of `size`; `None` when the advisor is off or does not track
+    /// that size. At the cache's own maximum: the misses it had.
+    pub fn predict_misses(&self, size: u32) -> Option<u64> {
+        let a = self.advisor()?;
+        if size == a.max_entries {
+            Some(self.stats().misses - a.base_misses)
+        } else {
+            a.simulated_misses(size)
+        }
+    }
+
+    /// The miss curve, ascending sizes, the cache's own maximum included.
+    pub fn miss_curve(&self) -> Vec<Point> {
+        let Some(a) = self.advisor() else {
+            return Vec::new();
+        };
+        let mut sizes = a.sizes();
+        sizes.push(a.max_entries);
+        sizes.sort_unstable();
+        sizes
+            .into_iter()
+            .filter_map(|size| {
+                Some(Point {
+                    size,
+                    misses: self.predict_misses(size)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The smallest size whose hit ratio is within one point of the best on
+/// `curve` (over `finds` finds). `None` without finds.
+pub fn recommend(curve: &[Point], finds: u64) -> Option<u32> {
+    if finds == 0 || curve.is_empty() {
+        return None;
+    }
+    let ratio = |p: &Point| 1.0 - p.misses as f64 / finds as f64;
+    let best = curve.iter().map(ratio).fold(f64::MIN, f64::max);
+    curve
+        .iter()
+        .filter(|p| ratio(p) >= best - 0.01)
+        .map(|p| p.size)
+        .min()
+}
+
+/// The report's lines for `cache` (without newlines), given the largest
+/// recommendation of the caches reported before it.
+pub fn report_lines<H: Copy>(cache: &Cache<H>, largest_before: u32) -> (Vec<String>, Option<u32>) {
+    let s = cache.stats();
+    let n = cache.number();
+    let mut lines = vec![format!(
+        "qed-l2-cache: report for cache {n} (policy {}, QED_L2_CACHE_SIZE={}): {} hits, {} misses, \
+         {} commits ({} duplicate), {} evictions, at most {} tables cached",
+        cache.policy().name(),
+        cache.max_entries(),
+        s.hits,
+        s.misses,
+        s.commits,
+        s.duplicate_commits,
+        s.evictions,
+        s.peak_entries
+    )];
+    let Some(a) = cache.advisor() else {
+        lines.push(format!(
+            "qed-l2-cache: cache {n}: size advisor off (qed_l2_cache_set_advisor), no prediction"
+        ));
+        return (lines, None);
+    };
+    let curve = cache.miss_curve();
+    let finds = a.finds();
+    let mut reads = format!("qed-l2-cache: cache {n}: table reads over {finds} finds by maximum size:");
+    for p in &curve {
+        let pct = if finds == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - p.misses as f64 / finds as f64)
+        };
+        let now = if p.size == a.max_entries { " (now)" } else { "" };
+        let _ = write!(reads, " {}{now}: {} ({pct:.1}% hits);", p.size, p.misses);
+    }
+    reads.pop();
+    lines.push(reads);
+    let Some(rec) = recommend(&curve, finds) else {
+        lines.push(format!("qed-l2-cache: cache {n}: no lookups, no recommendation"));
+        return (lines, None);
+    };
+    let largest = largest_before.max(rec);
+    let best = curve
+        .iter()
+        .map(|p| 100.0 * (1.0 - p.misses as f64 / finds as f64))
+        .fold(f64::MIN, f64::max);
+    let verb = if rec == cache.max_entries() { "keep" } else { "set" };
+    lines.push(format!(
+        "qed-l2-cache: cache {n}: {verb} QED_L2_CACHE_SIZE={rec}: the smallest size tracked within 1 point \
+         of the best hit ratio tracked ({best:.1}%)"
+    ));
+    lines.push(format!(
+        "qed-l2-cache: the size is process-wide; for every cache reported so far set QED_L2_CACHE_SIZE={largest}"
+    ));
+    (lines, Some(rec))
+}
+
+/// Writes one line to stderr with a single `write(2)`: no lock a `fork()`
+/// could leave held.
+pub fn write_stderr_line(line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    // SAFETY: `buf` is valid for `buf.len()` bytes; a failed or short
+    // write loses (part of) a report line, nothing else.
+    let _ = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
+}
+
+/// Prints the report of a cache being freed, when `QED_L2_CACHE_REPORT=1`.
+pub fn print_report<H: Copy>(cache: &Cache<H>) {
+    if !crate::config::get().report {
+        return;
+    }
+    let before = LARGEST_RECOMMENDATION.load(Ordering::Relaxed);
+    let (lines, rec) = report_lines(cache, before);
+    if let Some(rec) = rec {
+        LARGEST_RECOMMENDATION.fetch_max(rec, Ordering::Relaxed);
+    }
+    for line in &lines {
+        write_stderr_line(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caller's read path on a real cache: find; on a miss commit and
+    /// find again. Returns true on a miss.
+    fn read(c: &mut Cache<u64>, off: u64) -> bool {
+        if c.find(off).is_some() {
+            return false;
+        }
+        c.commit(off, off, |_| false, |_| {});
+        assert!(c.find(off).is_some());
+        true
+    }
+
+    fn stream(n: usize, tables: u64, seed: u64) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // A hot set of 8 half the time, a loop over all otherwise.
+                let t = if x & 1 == 0 {
+                    x % 8
+                } else {
+                    (i as u64 / 3) % tables
+                };
+                (t + 1) << 16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sizes_cover_the_contract() {
+        assert_eq!(tracked_sizes(50), vec![12, 25, 75, 100, 200, 400]);
+        assert_eq!(tracked_sizes(1), vec![2, 4, 8]);
+        assert_eq!(tracked_sizes(3), vec![1, 4, 6, 12, 24]);
+        let big = tracked_sizes(300_000);
+        assert_eq!(*big.last().unwrap(), MAX_TRACKED);
+        assert!(big.contains(&150_000) && big.contains(&600_000));
+        let huge = tracked_sizes(MAX_TRACKED);
+        assert!(huge.iter().all(|&s| s < MAX_TRACKED), "{huge:?}");
+    }
+
+    #[test]
+    fn predictions_equal_real_caches_exactly() {
+        for policy in Policy::ALL {
+            let offs = stream(20_000, 120, 99);
+            let mut c: Cache<u64> = Cache::new(20, policy);
+            c.set_advisor(true);
+            for &o in &offs {
+                read(&mut c, o);
+            }
+            for size in c.advisor().unwrap().sizes() {
+                let mut real: Cache<u64> = Cache::new(size, policy);
+                let misses = offs.iter().filter(|&&o| read(&mut real, o)).count() as u64;
+                assert_eq!(c.predict_misses(size), Some(misses), "{policy:?} size {size}");
+            }
+            assert_eq!(c.predict_misses(20), Some(c.stats().misses));
+            assert_eq!(c.predict_misses(21), None);
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_largest_size() {
+        let mut c: Cache<u64> = Cache::new(10, Policy::Sieve);
+        c.set_advisor(true);
+        for i in 0..100_000u64 {
+            c.find((i % 5000 + 1) << 16);
+        }
+        let a = c.advisor().unwrap();
+        assert!(a.tracked_tables() <= 80, "{}", a.tracked_tables());
+        assert!(
+            a.recs.len() <= 81,
+            "one record more while the newcomer waits for room"
+        );
+        assert_eq!(a.bytes_per_table(), 24 + 6 * 8 + 16);
+    }
+
+    #[test]
+    fn restart_and_switch() {
+        let mut c: Cache<u64> = Cache::new(10, Policy::Fifo);
+        assert!(c.predict_misses(10).is_none(), "off by default");
+        c.set_advisor(true);
+        for i in 0..100u64 {
+            read(&mut c, (i % 30 + 1) << 16);
+        }
+        assert_eq!(c.predict_misses(10), Some(c.stats().misses));
+        assert!(c.predict_misses(40).unwrap() < c.stats().misses);
+        c.set_max_entries(20, |_| false, |_| {});
+        assert_eq!(c.predict_misses(20), Some(0), "restarted");
+        assert_eq!(c.predict_misses(40), Some(0));
+        assert_eq!(c.predict_misses(160), Some(0));
+        read(&mut c, 999 << 16);
+        assert_eq!(c.predict_misses(160), Some(1));
+        c.set_policy(Policy::Lru);
+        assert_eq!(c.predict_misses(160), Some(0));
+        assert_eq!(c.advisor().unwrap().finds(), 0);
+        c.set_advisor(false);
+        assert!(c.predict_misses(20).is_none());
+    }
+
+    #[test]
+    fn recommendation_is_smallest_within_one_point() {
+        let curve = [
+            Point {
+                size: 10,
+                misses: 500,
+            },
+            Point {
+                size: 20,
+                misses: 100,
+            },
+            Point { size: 40, misses: 95 },
+            Point { size: 80, misses: 90 },
+        ];
+        assert_eq!(recommend(&curve, 1000), Some(20));
+        assert_eq!(recommend(&curve, 0), None);
+        let steep = [
+            Point {
+                size: 10,
+                misses: 500,
+            },
+            Point {
+                size: 20,
+                misses: 300,
+            },
+        ];
+        assert_eq!(recommend(&steep, 1000), Some(20));
+    }
+
+    #[test]
+    fn report_names_cache_counters_sizes_and_setting() {
+        let mut c: Cache<u64> = Cache::new(4, Policy::Lru);
+        c.set_advisor(true);
+        for i in 0..1000u64 {
+            read(&mut c, (i % 12 + 1) << 16);
+        }
+        let (lines, rec) = report_lines(&c, 64);
+        assert!(lines.iter().all(|l| l.starts_with("qed-l2-cache:")), "{lines:?}");
+        assert_eq!(rec, Some(16), "{lines:?}");
+        assert!(lines[0].contains(&format!("cache {}", c.number())));
+        assert!(lines[0].contains("1000 misses"), "{}", lines[0]);
+        assert!(
+            lines[1].contains(" 16: 12 (") && lines[1].contains("4 (now): 1000"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("set QED_L2_CACHE_SIZE=16"), "{}", lines[2]);
+        assert!(lines[3].contains("QED_L2_CACHE_SIZE=64"), "{}", lines[3]);
+        c.set_advisor(false);
+        let (lines, rec) = report_lines(&c, 0);
+        assert_eq!((lines.len(), rec), (2, None));
+    }
+
+    #[test]
+    fn numbers_grow_in_creation_order() {
+        let a: Cache<u64> = Cache::new(1, Policy::Fifo);
+        let b: Cache<u64> = Cache::new(1, Policy::Fifo);
+        assert!(b.number() > a.number());
+    }
+}

@@ -28,7 +28,7 @@ const NIL: u32 = u32::MAX;
 /// Tracked sizes as fractions of the cache's maximum, smallest first: at
 /// least 1, at most [`MAX_TRACKED`], the maximum itself left out (the
 /// cache's own counters answer for it).
-const FRACTIONS: [(u64, u64); 6] = [(1, 4), (1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
+const FRACTIONS: [(u64, u64); 5] = [(1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
 
 /// The largest size tracked.
 pub(crate) const MAX_TRACKED: u32 = 1 << 20;
@@ -61,6 +61,9 @@ struct Rec {
     visited: u32,
     /// Bit k: the table is simulation k's fresh entry (see [`Policy`]).
     fresh: u32,
+    /// LRU only: the smallest simulation holding the table (its segment of
+    /// the one LRU stack), `sims.len()` for none.
+    seg: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +80,33 @@ struct Sim {
     tail: u32,
     hand: u32,
     fresh: u32,
+    /// FIFO: the ring position of the oldest table once the ring is full.
+    pos: u32,
     misses: u64,
+}
+
+/// `v[i]` without a bounds check in release builds.
+///
+/// The advisor's hot paths index its arrays with record ids and simulation
+/// numbers it stored itself: every record id held by the index, a list, a
+/// ring, a hand, a boundary or the free list is below `recs.len()`
+/// (`new_rec` pushes a record before handing its id out and nothing
+/// shrinks `recs`), `links.len() == recs.len() * lanes` (grown together),
+/// and simulation numbers come from bits of `all`, below `sims.len()`.
+/// Debug builds (and so every test) check each access.
+#[inline(always)]
+fn at<T>(v: &[T], i: u32) -> &T {
+    debug_assert!((i as usize) < v.len(), "advisor index {i} out of {}", v.len());
+    // SAFETY: in bounds by the invariant above (checked in debug builds).
+    unsafe { v.get_unchecked(i as usize) }
+}
+
+/// `&mut v[i]` without a bounds check in release builds (see [`at`]).
+#[inline(always)]
+fn at_mut<T>(v: &mut [T], i: u32) -> &mut T {
+    debug_assert!((i as usize) < v.len(), "advisor index {i} out of {}", v.len());
+    // SAFETY: in bounds by the invariant of [`at`] (checked in debug builds).
+    unsafe { v.get_unchecked_mut(i as usize) }
 }
 
 /// Exact simulations of the cache at several sizes, fed by its finds.
@@ -89,9 +118,19 @@ pub struct Advisor {
     /// Bits of every simulation.
     all: u32,
     recs: Vec<Rec>,
-    /// `sims.len()` links per record: record r's link in simulation k is
-    /// `links[r * sims.len() + k]`.
+    /// `lanes` links per record: record r's link in simulation k is
+    /// `links[r * lanes + k]`. LRU has one lane: one stack serves every size.
     links: Vec<Link>,
+    lanes: usize,
+    /// FIFO: one ring of records per simulation, oldest at `pos` once
+    /// full (FIFO needs no links: it only ever evicts its oldest).
+    rings: Vec<Vec<u32>>,
+    /// LRU: the stack, most recent first, and its length.
+    lru_head: u32,
+    lru_tail: u32,
+    lru_len: u32,
+    /// LRU: the largest simulated size, the stack's depth.
+    lru_cap: u32,
     free: Vec<u32>,
     index: OffsetIndex,
     finds: u64,
@@ -112,9 +151,12 @@ impl Advisor {
                 tail: NIL,
                 hand: NIL,
                 fresh: NIL,
+                pos: 0,
                 misses: 0,
             })
             .collect();
+        let n = sims.len();
+        let lru_cap = sims.last().map_or(0, |s| s.max);
         let all = if sims.is_empty() {
             0
         } else {
@@ -126,7 +168,17 @@ impl Advisor {
             sims,
             all,
             recs: Vec::new(),
+            lanes: match policy {
+                Policy::Fifo => 0,
+                Policy::Lru => 1,
+                Policy::Sieve => n,
+            },
+            rings: vec![Vec::new(); if policy == Policy::Fifo { n } else { 0 }],
             links: Vec::new(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            lru_len: 0,
+            lru_cap,
             free: Vec::new(),
             index: OffsetIndex::new(),
             finds: 0,
@@ -164,6 +216,7 @@ impl Advisor {
         self.recs.capacity() * std::mem::size_of::<Rec>()
             + self.links.capacity() * std::mem::size_of::<Link>()
             + self.free.capacity() * 4
+            + self.rings.iter().map(|r| r.capacity() * 4).sum::<usize>()
             + self.index.heap_bytes()
             + self.sims.capacity() * std::mem::size_of::<Sim>()
     }
@@ -171,57 +224,182 @@ impl Advisor {
     /// Bytes of record, links and index per tracked table (the index at its
     /// worst load, 1/4, counted as 16 bytes).
     pub fn bytes_per_table(&self) -> usize {
-        std::mem::size_of::<Rec>() + self.sims.len() * std::mem::size_of::<Link>() + 16
+        std::mem::size_of::<Rec>() + self.lanes * std::mem::size_of::<Link>() + 16
     }
 
     /// Feeds one find of the cache.
-    #[inline(never)]
+    #[inline]
     pub fn on_find(&mut self, offset: u64) {
-        self.finds += 1;
-        let recs = &self.recs;
-        let (r, inside) = match self.index.get(offset, |s| recs[s as usize].offset) {
-            Some(r) => (r, self.recs[r as usize].inside),
-            None => (self.new_rec(offset), 0),
-        };
-        if inside != 0 {
-            match self.policy {
-                Policy::Fifo => {}
-                Policy::Lru => {
-                    let mut m = inside;
-                    while m != 0 {
-                        let k = m.trailing_zeros() as usize;
-                        m &= m - 1;
-                        if self.sims[k].tail != r {
-                            self.unlink(k, r);
-                            self.link_tail(k, r);
-                        }
-                    }
-                }
-                Policy::Sieve => {
-                    let rec = &mut self.recs[r as usize];
-                    rec.visited |= inside & !rec.fresh;
-                }
-            }
+        match self.policy {
+            Policy::Fifo => self.on_find_fifo(offset),
+            Policy::Lru => self.on_find_lru(offset),
+            Policy::Sieve => self.on_find_sieve(offset),
         }
+    }
+
+    /// The record of `offset`, created (in no simulation) if needed.
+    #[inline(always)]
+    fn lookup(&mut self, offset: u64) -> u32 {
+        let recs = &self.recs;
+        match self.index.get(offset, |s| at(recs, s).offset) {
+            Some(r) => r,
+            None => self.new_rec(offset),
+        }
+    }
+
+    #[inline(never)]
+    fn on_find_fifo(&mut self, offset: u64) {
+        self.finds += 1;
+        let r = self.lookup(offset);
+        let mut missing = self.all & !at(&self.recs, r).inside;
+        while missing != 0 {
+            let k = missing.trailing_zeros() as usize;
+            missing &= missing - 1;
+            at_mut(&mut self.sims, k as u32).misses += 1;
+            self.insert_fifo(k, r);
+        }
+    }
+
+    #[inline(never)]
+    fn on_find_sieve(&mut self, offset: u64) {
+        self.finds += 1;
+        let r = self.lookup(offset);
+        let rec = at_mut(&mut self.recs, r);
+        let inside = rec.inside;
+        // A hit marks the table visited, except where it is fresh.
+        rec.visited |= inside & !rec.fresh;
         let mut missing = self.all & !inside;
         while missing != 0 {
             let k = missing.trailing_zeros() as usize;
             missing &= missing - 1;
-            self.sims[k].misses += 1;
+            at_mut(&mut self.sims, k as u32).misses += 1;
             self.insert(k, r);
         }
     }
 
+    /// FIFO's insert: the newcomer takes the oldest's place in the ring.
+    #[inline(always)]
+    fn insert_fifo(&mut self, k: usize, r: u32) {
+        let bit = 1u32 << k;
+        let ring = at_mut(&mut self.rings, k as u32);
+        let sim = at_mut(&mut self.sims, k as u32);
+        if (ring.len() as u64) < u64::from(sim.max) {
+            ring.push(r);
+        } else {
+            let pos = sim.pos as usize;
+            let victim = std::mem::replace(at_mut(ring, pos as u32), r);
+            sim.pos = if pos + 1 == ring.len() { 0 } else { sim.pos + 1 };
+            let rec = at_mut(&mut self.recs, victim);
+            rec.inside &= !bit;
+            if rec.inside == 0 {
+                self.release(victim);
+            }
+        }
+        at_mut(&mut self.recs, r).inside |= bit;
+    }
+
+    /// Forgets a record no simulation holds any more.
+    fn release(&mut self, r: u32) {
+        let offset = at(&self.recs, r).offset;
+        let recs = &self.recs;
+        let removed = self.index.remove(offset, |s| at(recs, s).offset);
+        debug_assert!(removed);
+        self.free.push(r);
+    }
+
+    /// LRU is a stack algorithm (Mattson et al., 1970): a cache of size s
+    /// holds the s most recently used tables, so one stack, most recent
+    /// first, serves every size. `sims[k].tail` marks the last record
+    /// simulation k holds (depth `sims[k].max - 1`), NIL while the stack is
+    /// shorter; a record's `seg` is the smallest k holding it. A find of a
+    /// record of segment j misses in simulations 0..j and moves the record
+    /// to the top, pushing the last record of each of those down into the
+    /// next segment: O(j), O(1) for a hit in the smallest simulation.
+    #[inline(never)]
+    fn on_find_lru(&mut self, offset: u64) {
+        self.finds += 1;
+        let n = self.sims.len() as u32;
+        let r = self.lookup(offset);
+        let j = at(&self.recs, r).seg;
+        if r == self.lru_head {
+            // The top of the stack: in every simulation (sizes >= 1).
+            return;
+        }
+        let was_in_stack = j < n;
+        for k in 0..j as usize {
+            at_mut(&mut self.sims, k as u32).misses += 1;
+            let b = at(&self.sims, k as u32).tail;
+            if b == NIL {
+                // The stack reaches depth max - 1 only now: its current
+                // last record (or `r` itself on an empty stack).
+                if at_mut(&mut self.sims, k as u32).max == self.lru_len + 1 {
+                    at_mut(&mut self.sims, k as u32).tail = if self.lru_tail == NIL { r } else { self.lru_tail };
+                }
+                continue;
+            }
+            at_mut(&mut self.recs, b).seg += 1;
+            let above = self.link(0, b).prev;
+            at_mut(&mut self.sims, k as u32).tail = if above == NIL { r } else { above };
+        }
+        if was_in_stack {
+            if at(&self.sims, j).tail == r {
+                // r was the last record of its segment: the one above
+                // takes its place (r is not the top, so there is one).
+                at_mut(&mut self.sims, j).tail = self.link(0, r).prev;
+            }
+            self.lru_unlink(r);
+        } else {
+            self.lru_len += 1;
+        }
+        self.lru_push(r);
+        at_mut(&mut self.recs, r).seg = 0;
+        if self.lru_len > self.lru_cap {
+            // The record pushed out of the largest simulation.
+            let victim = self.lru_tail;
+            debug_assert_eq!(at(&self.recs, victim).seg, n);
+            self.lru_unlink(victim);
+            self.lru_len -= 1;
+            self.release(victim);
+        }
+    }
+
+    #[inline(always)]
+    fn lru_unlink(&mut self, r: u32) {
+        let Link { prev, next } = self.link(0, r);
+        match prev {
+            NIL => self.lru_head = next,
+            p => self.link_mut(0, p).next = next,
+        }
+        match next {
+            NIL => self.lru_tail = prev,
+            n => self.link_mut(0, n).prev = prev,
+        }
+    }
+
+    #[inline(always)]
+    fn lru_push(&mut self, r: u32) {
+        let head = self.lru_head;
+        *self.link_mut(0, r) = Link { prev: NIL, next: head };
+        match head {
+            NIL => self.lru_tail = r,
+            h => self.link_mut(0, h).prev = r,
+        }
+        self.lru_head = r;
+    }
+
+    #[cold]
+    #[inline(never)]
     fn new_rec(&mut self, offset: u64) -> u32 {
         let rec = Rec {
             offset,
             inside: 0,
             visited: 0,
             fresh: 0,
+            seg: self.sims.len() as u32,
         };
         let r = match self.free.pop() {
             Some(r) => {
-                self.recs[r as usize] = rec;
+                *at_mut(&mut self.recs, r) = rec;
                 r
             }
             None => {
@@ -234,106 +412,106 @@ impl Advisor {
             }
         };
         let recs = &self.recs;
-        self.index.insert(offset, r, |s| recs[s as usize].offset);
+        self.index.insert(offset, r, |s| at(recs, s).offset);
         r
     }
 
     #[inline]
     fn link(&self, k: usize, r: u32) -> Link {
-        self.links[r as usize * self.sims.len() + k]
+        *at(&self.links, (r as usize * self.lanes + k) as u32)
     }
 
     #[inline]
     fn link_mut(&mut self, k: usize, r: u32) -> &mut Link {
-        let n = self.sims.len();
-        &mut self.links[r as usize * n + k]
+        let n = self.lanes;
+        at_mut(&mut self.links, (r as usize * n + k) as u32)
     }
 
+    #[inline(always)]
     fn unlink(&mut self, k: usize, r: u32) {
         let Link { prev, next } = self.link(k, r);
         match prev {
-            NIL => self.sims[k].head = next,
+            NIL => at_mut(&mut self.sims, k as u32).head = next,
             p => self.link_mut(k, p).next = next,
         }
         match next {
-            NIL => self.sims[k].tail = prev,
+            NIL => at_mut(&mut self.sims, k as u32).tail = prev,
             n => self.link_mut(k, n).prev = prev,
         }
     }
 
+    #[inline(always)]
     fn link_tail(&mut self, k: usize, r: u32) {
-        let tail = self.sims[k].tail;
+        let tail = at(&self.sims, k as u32).tail;
         *self.link_mut(k, r) = Link {
             prev: tail,
             next: NIL,
         };
         match tail {
-            NIL => self.sims[k].head = r,
+            NIL => at_mut(&mut self.sims, k as u32).head = r,
             t => self.link_mut(k, t).next = r,
         }
-        self.sims[k].tail = r;
+        at_mut(&mut self.sims, k as u32).tail = r;
     }
 
     /// Inserts record `r` (not in simulation k) at its tail, evicting first
     /// when the simulation is full; `r` becomes its fresh entry.
+    #[inline(always)]
     fn insert(&mut self, k: usize, r: u32) {
-        if self.sims[k].len >= self.sims[k].max {
+        if at_mut(&mut self.sims, k as u32).len >= at(&self.sims, k as u32).max {
             self.evict(k);
         }
         self.link_tail(k, r);
         let bit = 1u32 << k;
-        let old = self.sims[k].fresh;
+        let old = at(&self.sims, k as u32).fresh;
         if old != NIL {
-            self.recs[old as usize].fresh &= !bit;
+            at_mut(&mut self.recs, old).fresh &= !bit;
         }
-        let rec = &mut self.recs[r as usize];
+        let rec = at_mut(&mut self.recs, r);
         rec.inside |= bit;
         rec.fresh |= bit;
         rec.visited &= !bit;
-        self.sims[k].fresh = r;
-        self.sims[k].len += 1;
+        at_mut(&mut self.sims, k as u32).fresh = r;
+        at_mut(&mut self.sims, k as u32).len += 1;
     }
 
+    #[inline(always)]
     fn evict(&mut self, k: usize) {
         let bit = 1u32 << k;
         let victim = match self.policy {
-            Policy::Fifo | Policy::Lru => self.sims[k].head,
+            Policy::Fifo | Policy::Lru => at(&self.sims, k as u32).head,
             Policy::Sieve => {
                 // Nothing is pinned: within one lap every visited bit is
                 // cleared, so the walk ends.
-                let mut hand = self.sims[k].hand;
+                let mut hand = at(&self.sims, k as u32).hand;
                 loop {
                     if hand == NIL {
-                        hand = self.sims[k].head;
+                        hand = at(&self.sims, k as u32).head;
                     }
                     let next = self.link(k, hand).next;
-                    let rec = &mut self.recs[hand as usize];
+                    let rec = at_mut(&mut self.recs, hand);
                     if rec.visited & bit != 0 {
                         rec.visited &= !bit;
                         hand = next;
                     } else {
-                        self.sims[k].hand = next;
+                        at_mut(&mut self.sims, k as u32).hand = next;
                         break hand;
                     }
                 }
             }
         };
         self.unlink(k, victim);
-        let sim = &mut self.sims[k];
+        let sim = at_mut(&mut self.sims, k as u32);
         sim.len -= 1;
         if sim.fresh == victim {
             sim.fresh = NIL;
         }
-        let rec = &mut self.recs[victim as usize];
+        let rec = at_mut(&mut self.recs, victim);
         rec.inside &= !bit;
         rec.visited &= !bit;
         rec.fresh &= !bit;
         if rec.inside == 0 {
-            let offset = rec.offset;
-            let recs = &self.recs;
-            let removed = self.index.remove(offset, |s| recs[s as usize].offset);
-            debug_assert!(removed);
-            self.free.push(victim);
+            self.release(victim);
         }
     }
 }
@@ -570,9 +748,10 @@ mod tests {
 
     #[test]
     fn sizes_cover_the_contract() {
-        assert_eq!(tracked_sizes(50), vec![12, 25, 75, 100, 200, 400]);
+        assert_eq!(tracked_sizes(50), vec![25, 75, 100, 200, 400]);
         assert_eq!(tracked_sizes(1), vec![2, 4, 8]);
         assert_eq!(tracked_sizes(3), vec![1, 4, 6, 12, 24]);
+        assert_eq!(tracked_sizes(2), vec![1, 3, 4, 8, 16]);
         let big = tracked_sizes(300_000);
         assert_eq!(*big.last().unwrap(), MAX_TRACKED);
         assert!(big.contains(&150_000) && big.contains(&600_000));
@@ -612,7 +791,7 @@ mod tests {
             a.recs.len() <= 81,
             "one record more while the newcomer waits for room"
         );
-        assert_eq!(a.bytes_per_table(), 24 + 6 * 8 + 16);
+        assert_eq!(a.bytes_per_table(), 24 + 5 * 8 + 16);
     }
 
     #[test]

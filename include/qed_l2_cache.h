@@ -361,8 +361,8 @@ const char *qed_l2_cache_version(void);
  * The same requests (find; on a miss alloc, commit, find again; unref),
  * the same policy, pinning by requests in flight not simulated. Returns 0
  * on success; -1 when the advisor is off or does not track that size. It
- * tracks the current maximum's quarter and half (at least 1), 1.5x, 2x,
- * 4x and 8x (capped at 1,048,576); set_max_entries and set_policy restart
+ * tracks the current maximum's half (at least 1), 1.5x, 2x, 4x and 8x
+ * (capped at 1,048,576); set_max_entries and set_policy restart
  * it. At the cache's own maximum it returns exactly the misses the cache
  * had. The advisor is off unless `QED_L2_CACHE_REPORT=1` or
  * `qed_l2_cache_set_advisor` turned it on.

@@ -25,10 +25,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const NIL: u32 = u32::MAX;
 
+/// In `Rec::inside`: the real cache holds the table and `by_slot` maps
+/// its slot to the record, which must stay while it does.
+const PINNED: u32 = 1 << 31;
+
 /// Tracked sizes as fractions of the cache's maximum, smallest first: at
 /// least 1, at most [`MAX_TRACKED`], the maximum itself left out (the
 /// cache's own counters answer for it).
-const FRACTIONS: [(u64, u64); 5] = [(1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
+const FRACTIONS: [(u64, u64); MAX_SIMS] = [(1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
+
+/// Simulations at most (sizes that coincide are simulated once).
+const MAX_SIMS: usize = 5;
 
 /// The largest size tracked.
 pub(crate) const MAX_TRACKED: u32 = 1 << 20;
@@ -91,7 +98,7 @@ struct Sim {
 /// numbers it stored itself: every record id held by the index, a list, a
 /// ring, a hand, a boundary or the free list is below `recs.len()`
 /// (`new_rec` pushes a record before handing its id out and nothing
-/// shrinks `recs`), `links.len() == recs.len() * lanes` (grown together),
+/// shrinks `recs`), `next` or `lru` (by policy) grow with `recs`,
 /// and simulation numbers come from bits of `all`, below `sims.len()`.
 /// Debug builds (and so every test) check each access.
 #[inline(always)]
@@ -118,10 +125,12 @@ pub struct Advisor {
     /// Bits of every simulation.
     all: u32,
     recs: Vec<Rec>,
-    /// `lanes` links per record: record r's link in simulation k is
-    /// `links[r * lanes + k]`. LRU has one lane: one stack serves every size.
-    links: Vec<Link>,
-    lanes: usize,
+    /// SIEVE: per record, its successor in each simulation's list (lists
+    /// are singly linked: only the hand removes, and it knows the record
+    /// before it).
+    next: Vec<[u32; MAX_SIMS]>,
+    /// LRU: per record, its links in the one stack.
+    lru: Vec<Link>,
     /// FIFO: one ring of records per simulation, oldest at `pos` once
     /// full (FIFO needs no links: it only ever evicts its oldest).
     rings: Vec<Vec<u32>>,
@@ -133,6 +142,10 @@ pub struct Advisor {
     lru_cap: u32,
     free: Vec<u32>,
     index: OffsetIndex,
+    /// The record of each of the real cache's slots that was hit since the
+    /// advisor started (NIL: none yet): a hit in the real cache finds its
+    /// record without a second hash lookup.
+    by_slot: Vec<u32>,
     finds: u64,
     /// The cache's misses when the advisor started.
     base_misses: u64,
@@ -168,19 +181,16 @@ impl Advisor {
             sims,
             all,
             recs: Vec::new(),
-            lanes: match policy {
-                Policy::Fifo => 0,
-                Policy::Lru => 1,
-                Policy::Sieve => n,
-            },
             rings: vec![Vec::new(); if policy == Policy::Fifo { n } else { 0 }],
-            links: Vec::new(),
+            next: Vec::new(),
+            lru: Vec::new(),
             lru_head: NIL,
             lru_tail: NIL,
             lru_len: 0,
             lru_cap,
             free: Vec::new(),
             index: OffsetIndex::new(),
+            by_slot: Vec::new(),
             finds: 0,
             base_misses: misses_so_far,
         }
@@ -214,26 +224,70 @@ impl Advisor {
     /// Heap bytes held (records, links, index, free list).
     pub fn heap_bytes(&self) -> usize {
         self.recs.capacity() * std::mem::size_of::<Rec>()
-            + self.links.capacity() * std::mem::size_of::<Link>()
+            + self.next.capacity() * std::mem::size_of::<[u32; MAX_SIMS]>()
+            + self.lru.capacity() * std::mem::size_of::<Link>()
             + self.free.capacity() * 4
+            + self.by_slot.capacity() * 4
             + self.rings.iter().map(|r| r.capacity() * 4).sum::<usize>()
             + self.index.heap_bytes()
             + self.sims.capacity() * std::mem::size_of::<Sim>()
     }
 
-    /// Bytes of record, links and index per tracked table (the index at its
-    /// worst load, 1/4, counted as 16 bytes).
+    /// Bytes per tracked table at most: record, links (FIFO: its share of
+    /// the rings, which hold at most twice as many entries as there are
+    /// tables tracked) and index (counted as 16 bytes: 4 a bucket at its
+    /// lowest load, 1/4).
     pub fn bytes_per_table(&self) -> usize {
-        std::mem::size_of::<Rec>() + self.lanes * std::mem::size_of::<Link>() + 16
+        let links = match self.policy {
+            Policy::Fifo => {
+                let sum: u64 = self.sims.iter().map(|s| u64::from(s.max)).sum();
+                let max = u64::from(self.sims.last().map_or(1, |s| s.max));
+                (4 * sum).div_ceil(max) as usize
+            }
+            Policy::Lru => std::mem::size_of::<Link>(),
+            Policy::Sieve => std::mem::size_of::<[u32; MAX_SIMS]>(),
+        };
+        std::mem::size_of::<Rec>() + links + 16
     }
 
-    /// Feeds one find of the cache.
-    #[inline]
-    pub fn on_find(&mut self, offset: u64) {
+    /// Feeds one find of the cache; `slot` is where the real cache holds
+    /// the table, if it does.
+    #[inline(never)]
+    pub fn on_find(&mut self, offset: u64, slot: Option<u32>) {
         match self.policy {
-            Policy::Fifo => self.on_find_fifo(offset),
-            Policy::Lru => self.on_find_lru(offset),
-            Policy::Sieve => self.on_find_sieve(offset),
+            Policy::Fifo => self.on_find_fifo(offset, slot),
+            Policy::Lru => self.on_find_lru(offset, slot),
+            Policy::Sieve => self.on_find_sieve(offset, slot),
+        }
+    }
+
+    /// The real cache took its slot `slot` back (eviction).
+    pub fn on_remove(&mut self, slot: u32) {
+        let Some(r) = self.by_slot.get_mut(slot as usize) else {
+            return;
+        };
+        let r = std::mem::replace(r, NIL);
+        if r != NIL {
+            self.unpin(r);
+        }
+    }
+
+    /// The real cache was emptied.
+    pub fn on_drain(&mut self) {
+        for r in std::mem::take(&mut self.by_slot) {
+            if r != NIL {
+                self.unpin(r);
+            }
+        }
+    }
+
+    fn unpin(&mut self, r: u32) {
+        let n = self.sims.len() as u32;
+        let rec = at_mut(&mut self.recs, r);
+        rec.inside &= !PINNED;
+        // LRU keeps `inside` clear and tells stack membership by `seg`.
+        if rec.inside == 0 && rec.seg == n {
+            self.release(r);
         }
     }
 
@@ -247,10 +301,35 @@ impl Advisor {
         }
     }
 
+    /// The record of `offset`, which the real cache holds at `slot` if any.
+    #[inline(always)]
+    fn resolve(&mut self, offset: u64, slot: Option<u32>) -> u32 {
+        match slot {
+            Some(s) => match self.by_slot.get(s as usize) {
+                Some(&r) if r != NIL => r,
+                _ => self.pin(offset, s),
+            },
+            None => self.lookup(offset),
+        }
+    }
+
+    #[cold]
     #[inline(never)]
-    fn on_find_fifo(&mut self, offset: u64) {
-        self.finds += 1;
+    fn pin(&mut self, offset: u64, slot: u32) -> u32 {
         let r = self.lookup(offset);
+        let s = slot as usize;
+        if self.by_slot.len() <= s {
+            self.by_slot.resize(s + 1, NIL);
+        }
+        self.by_slot[s] = r;
+        at_mut(&mut self.recs, r).inside |= PINNED;
+        r
+    }
+
+    #[inline(always)]
+    fn on_find_fifo(&mut self, offset: u64, slot: Option<u32>) {
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
         let mut missing = self.all & !at(&self.recs, r).inside;
         while missing != 0 {
             let k = missing.trailing_zeros() as usize;
@@ -260,10 +339,10 @@ impl Advisor {
         }
     }
 
-    #[inline(never)]
-    fn on_find_sieve(&mut self, offset: u64) {
+    #[inline(always)]
+    fn on_find_sieve(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
-        let r = self.lookup(offset);
+        let r = self.resolve(offset, slot);
         let rec = at_mut(&mut self.recs, r);
         let inside = rec.inside;
         // A hit marks the table visited, except where it is fresh.
@@ -272,8 +351,7 @@ impl Advisor {
         while missing != 0 {
             let k = missing.trailing_zeros() as usize;
             missing &= missing - 1;
-            at_mut(&mut self.sims, k as u32).misses += 1;
-            self.insert(k, r);
+            self.sieve_miss(k, r);
         }
     }
 
@@ -315,76 +393,94 @@ impl Advisor {
     /// record of segment j misses in simulations 0..j and moves the record
     /// to the top, pushing the last record of each of those down into the
     /// next segment: O(j), O(1) for a hit in the smallest simulation.
-    #[inline(never)]
-    fn on_find_lru(&mut self, offset: u64) {
+    #[inline(always)]
+    fn on_find_lru(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
         let n = self.sims.len() as u32;
-        let r = self.lookup(offset);
+        let r = self.resolve(offset, slot);
         let j = at(&self.recs, r).seg;
         if r == self.lru_head {
             // The top of the stack: in every simulation (sizes >= 1).
             return;
         }
         let was_in_stack = j < n;
-        for k in 0..j as usize {
-            at_mut(&mut self.sims, k as u32).misses += 1;
-            let b = at(&self.sims, k as u32).tail;
+        // Disjoint borrows: no reloads through `self` between the stores.
+        let Advisor {
+            sims,
+            recs,
+            lru,
+            lru_head,
+            lru_tail,
+            lru_len,
+            ..
+        } = self;
+        for k in 0..j {
+            let sim = at_mut(sims, k);
+            sim.misses += 1;
+            let b = sim.tail;
             if b == NIL {
                 // The stack reaches depth max - 1 only now: its current
                 // last record (or `r` itself on an empty stack).
-                if at_mut(&mut self.sims, k as u32).max == self.lru_len + 1 {
-                    at_mut(&mut self.sims, k as u32).tail = if self.lru_tail == NIL { r } else { self.lru_tail };
+                if sim.max == *lru_len + 1 {
+                    sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
                 }
                 continue;
             }
-            at_mut(&mut self.recs, b).seg += 1;
-            let above = self.link(0, b).prev;
-            at_mut(&mut self.sims, k as u32).tail = if above == NIL { r } else { above };
+            at_mut(recs, b).seg += 1;
+            let above = at(lru, b).prev;
+            sim.tail = if above == NIL { r } else { above };
         }
         if was_in_stack {
-            if at(&self.sims, j).tail == r {
+            let Link { prev, next } = *at(lru, r);
+            let sim = at_mut(sims, j);
+            if sim.tail == r {
                 // r was the last record of its segment: the one above
-                // takes its place (r is not the top, so there is one).
-                at_mut(&mut self.sims, j).tail = self.link(0, r).prev;
+                // takes its place.
+                sim.tail = prev;
             }
-            self.lru_unlink(r);
+            // r is not the top: there is a record above it.
+            at_mut(lru, prev).next = next;
+            match next {
+                NIL => *lru_tail = prev,
+                x => at_mut(lru, x).prev = prev,
+            }
         } else {
-            self.lru_len += 1;
+            *lru_len += 1;
         }
-        self.lru_push(r);
-        at_mut(&mut self.recs, r).seg = 0;
+        let head = *lru_head;
+        *at_mut(lru, r) = Link {
+            prev: NIL,
+            next: head,
+        };
+        match head {
+            NIL => *lru_tail = r,
+            h => at_mut(lru, h).prev = r,
+        }
+        *lru_head = r;
+        at_mut(recs, r).seg = 0;
         if self.lru_len > self.lru_cap {
             // The record pushed out of the largest simulation.
             let victim = self.lru_tail;
             debug_assert_eq!(at(&self.recs, victim).seg, n);
             self.lru_unlink(victim);
             self.lru_len -= 1;
-            self.release(victim);
+            if at(&self.recs, victim).inside == 0 {
+                self.release(victim);
+            }
         }
     }
 
     #[inline(always)]
     fn lru_unlink(&mut self, r: u32) {
-        let Link { prev, next } = self.link(0, r);
+        let Link { prev, next } = *at(&self.lru, r);
         match prev {
             NIL => self.lru_head = next,
-            p => self.link_mut(0, p).next = next,
+            p => at_mut(&mut self.lru, p).next = next,
         }
         match next {
             NIL => self.lru_tail = prev,
-            n => self.link_mut(0, n).prev = prev,
+            n => at_mut(&mut self.lru, n).prev = prev,
         }
-    }
-
-    #[inline(always)]
-    fn lru_push(&mut self, r: u32) {
-        let head = self.lru_head;
-        *self.link_mut(0, r) = Link { prev: NIL, next: head };
-        match head {
-            NIL => self.lru_tail = r,
-            h => self.link_mut(0, h).prev = r,
-        }
-        self.lru_head = r;
     }
 
     #[cold]
@@ -405,9 +501,11 @@ impl Advisor {
             None => {
                 let r = u32::try_from(self.recs.len()).expect("tracked tables fit in u32");
                 self.recs.push(rec);
-                let k = self.sims.len();
-                self.links
-                    .extend(std::iter::repeat(Link { prev: NIL, next: NIL }).take(k));
+                match self.policy {
+                    Policy::Fifo => {}
+                    Policy::Lru => self.lru.push(Link { prev: NIL, next: NIL }),
+                    Policy::Sieve => self.next.push([NIL; MAX_SIMS]),
+                }
                 r
             }
         };
@@ -416,102 +514,74 @@ impl Advisor {
         r
     }
 
-    #[inline]
-    fn link(&self, k: usize, r: u32) -> Link {
-        *at(&self.links, (r as usize * self.lanes + k) as u32)
-    }
-
-    #[inline]
-    fn link_mut(&mut self, k: usize, r: u32) -> &mut Link {
-        let n = self.lanes;
-        at_mut(&mut self.links, (r as usize * n + k) as u32)
-    }
-
+    /// A miss of record `r` in SIEVE simulation k: evict when full (the
+    /// hand sweeps from where it stopped, sparing visited tables once),
+    /// then append `r`, which becomes the fresh entry.
     #[inline(always)]
-    fn unlink(&mut self, k: usize, r: u32) {
-        let Link { prev, next } = self.link(k, r);
-        match prev {
-            NIL => at_mut(&mut self.sims, k as u32).head = next,
-            p => self.link_mut(k, p).next = next,
-        }
-        match next {
-            NIL => at_mut(&mut self.sims, k as u32).tail = prev,
-            n => self.link_mut(k, n).prev = prev,
-        }
-    }
-
-    #[inline(always)]
-    fn link_tail(&mut self, k: usize, r: u32) {
-        let tail = at(&self.sims, k as u32).tail;
-        *self.link_mut(k, r) = Link {
-            prev: tail,
-            next: NIL,
-        };
-        match tail {
-            NIL => at_mut(&mut self.sims, k as u32).head = r,
-            t => self.link_mut(k, t).next = r,
-        }
-        at_mut(&mut self.sims, k as u32).tail = r;
-    }
-
-    /// Inserts record `r` (not in simulation k) at its tail, evicting first
-    /// when the simulation is full; `r` becomes its fresh entry.
-    #[inline(always)]
-    fn insert(&mut self, k: usize, r: u32) {
-        if at_mut(&mut self.sims, k as u32).len >= at(&self.sims, k as u32).max {
-            self.evict(k);
-        }
-        self.link_tail(k, r);
+    fn sieve_miss(&mut self, k: usize, r: u32) {
         let bit = 1u32 << k;
-        let old = at(&self.sims, k as u32).fresh;
-        if old != NIL {
-            at_mut(&mut self.recs, old).fresh &= !bit;
+        // Disjoint borrows: no reloads through `self` between the stores.
+        let Advisor { sims, recs, next, .. } = self;
+        let sim = at_mut(sims, k as u32);
+        sim.misses += 1;
+        let mut released = NIL;
+        if sim.len >= sim.max {
+            // `sim.pos` is the record before the hand. Nothing is pinned:
+            // within one lap every visited bit is cleared, so this ends.
+            let (mut before, mut hand) = (sim.pos, sim.hand);
+            loop {
+                if hand == NIL {
+                    before = NIL;
+                    hand = sim.head;
+                }
+                let rec = at_mut(recs, hand);
+                if rec.visited & bit == 0 {
+                    break;
+                }
+                rec.visited &= !bit;
+                before = hand;
+                hand = at(next, hand)[k];
+            }
+            let after = at(next, hand)[k];
+            if before == NIL {
+                sim.head = after;
+            } else {
+                at_mut(next, before)[k] = after;
+            }
+            if sim.tail == hand {
+                sim.tail = before;
+            }
+            sim.hand = after;
+            sim.pos = before;
+            sim.len -= 1;
+            if sim.fresh == hand {
+                sim.fresh = NIL;
+            }
+            let rec = at_mut(recs, hand);
+            rec.inside &= !bit;
+            rec.fresh &= !bit;
+            if rec.inside == 0 {
+                released = hand;
+            }
         }
-        let rec = at_mut(&mut self.recs, r);
+        at_mut(next, r)[k] = NIL;
+        if sim.tail == NIL {
+            sim.head = r;
+        } else {
+            at_mut(next, sim.tail)[k] = r;
+        }
+        sim.tail = r;
+        if sim.fresh != NIL {
+            at_mut(recs, sim.fresh).fresh &= !bit;
+        }
+        sim.fresh = r;
+        sim.len += 1;
+        let rec = at_mut(recs, r);
         rec.inside |= bit;
         rec.fresh |= bit;
         rec.visited &= !bit;
-        at_mut(&mut self.sims, k as u32).fresh = r;
-        at_mut(&mut self.sims, k as u32).len += 1;
-    }
-
-    #[inline(always)]
-    fn evict(&mut self, k: usize) {
-        let bit = 1u32 << k;
-        let victim = match self.policy {
-            Policy::Fifo | Policy::Lru => at(&self.sims, k as u32).head,
-            Policy::Sieve => {
-                // Nothing is pinned: within one lap every visited bit is
-                // cleared, so the walk ends.
-                let mut hand = at(&self.sims, k as u32).hand;
-                loop {
-                    if hand == NIL {
-                        hand = at(&self.sims, k as u32).head;
-                    }
-                    let next = self.link(k, hand).next;
-                    let rec = at_mut(&mut self.recs, hand);
-                    if rec.visited & bit != 0 {
-                        rec.visited &= !bit;
-                        hand = next;
-                    } else {
-                        at_mut(&mut self.sims, k as u32).hand = next;
-                        break hand;
-                    }
-                }
-            }
-        };
-        self.unlink(k, victim);
-        let sim = at_mut(&mut self.sims, k as u32);
-        sim.len -= 1;
-        if sim.fresh == victim {
-            sim.fresh = NIL;
-        }
-        let rec = at_mut(&mut self.recs, victim);
-        rec.inside &= !bit;
-        rec.visited &= !bit;
-        rec.fresh &= !bit;
-        if rec.inside == 0 {
-            self.release(victim);
+        if released != NIL {
+            self.release(released);
         }
     }
 }
@@ -791,7 +861,7 @@ mod tests {
             a.recs.len() <= 81,
             "one record more while the newcomer waits for room"
         );
-        assert_eq!(a.bytes_per_table(), 24 + 5 * 8 + 16);
+        assert_eq!(a.bytes_per_table(), 24 + 5 * 4 + 16);
     }
 
     #[test]

@@ -199,11 +199,11 @@ impl<H: Copy> Cache<H> {
     /// policy's reaction to a hit.
     #[inline]
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
-        if let Some(a) = self.advisor.sim.as_deref_mut() {
-            a.on_find(offset);
-        }
         let Some(slot) = self.slot_of(offset) else {
             self.stats.misses += 1;
+            if let Some(a) = self.advisor.sim.as_deref_mut() {
+                a.on_find(offset, None);
+            }
             return None;
         };
         self.stats.hits += 1;
@@ -223,6 +223,9 @@ impl<H: Copy> Cache<H> {
                 false
             }
         };
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_find(offset, Some(slot));
+        }
         Some(Hit {
             handle,
             moved_to_tail,
@@ -288,6 +291,9 @@ impl<H: Copy> Cache<H> {
     /// Empties the cache, passing every handle to `f` in list order.
     /// Counters are kept.
     pub fn drain(&mut self, mut f: impl FnMut(H)) {
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_drain();
+        }
         let mut cur = self.head;
         while cur != NIL {
             let node = self.nodes[cur as usize];
@@ -394,6 +400,9 @@ impl<H: Copy> Cache<H> {
 
     /// Takes a slot out of the list and the index and frees it.
     fn remove_slot(&mut self, slot: u32) {
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_remove(slot);
+        }
         if self.hand == slot {
             self.hand = self.nodes[slot as usize].next;
         }

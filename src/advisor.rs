@@ -500,6 +500,20 @@ impl Advisor {
             }
             None => {
                 let r = u32::try_from(self.recs.len()).expect("tracked tables fit in u32");
+                let len = self.recs.len();
+                if len == self.recs.capacity() {
+                    // Geometric growth that stops at the most records there
+                    // can be (the largest simulation, the cache's own
+                    // tables pinned, a newcomer), so no capacity is wasted.
+                    let bound = self.lru_cap as usize + self.max_entries as usize + 1;
+                    let want = (len * 2).max(16).min(bound).max(len + 1);
+                    self.recs.reserve_exact(want - len);
+                    match self.policy {
+                        Policy::Fifo => {}
+                        Policy::Lru => self.lru.reserve_exact(want - len),
+                        Policy::Sieve => self.next.reserve_exact(want - len),
+                    }
+                }
                 self.recs.push(rec);
                 match self.policy {
                     Policy::Fifo => {}

@@ -99,7 +99,8 @@ struct Sim {
 /// ring, a hand, a boundary or the free list is below `recs.len()`
 /// (`new_rec` pushes a record before handing its id out and nothing
 /// shrinks `recs`), `next` or `lru` (by policy) grow with `recs`,
-/// and simulation numbers come from bits of `all`, below `sims.len()`.
+/// and simulation numbers come from bits of `all`, below `sims.len()`
+/// (itself at most `MAX_SIMS`, the length of each `next` entry).
 /// Debug builds (and so every test) check each access.
 #[inline(always)]
 fn at<T>(v: &[T], i: u32) -> &T {
@@ -119,6 +120,8 @@ fn at_mut<T>(v: &mut [T], i: u32) -> &mut T {
 /// Exact simulations of the cache at several sizes, fed by its finds.
 #[derive(Debug, Clone)]
 pub struct Advisor {
+    /// The policy's find path, chosen once: no dispatch per find.
+    find_fn: fn(&mut Advisor, u64, Option<u32>),
     policy: Policy,
     max_entries: u32,
     sims: Vec<Sim>,
@@ -176,6 +179,11 @@ impl Advisor {
             u32::MAX >> (32 - sims.len())
         };
         Advisor {
+            find_fn: match policy {
+                Policy::Fifo => Advisor::on_find_fifo,
+                Policy::Lru => Advisor::on_find_lru,
+                Policy::Sieve => Advisor::on_find_sieve,
+            },
             policy,
             max_entries,
             sims,
@@ -252,13 +260,9 @@ impl Advisor {
 
     /// Feeds one find of the cache; `slot` is where the real cache holds
     /// the table, if it does.
-    #[inline(never)]
+    #[inline(always)]
     pub fn on_find(&mut self, offset: u64, slot: Option<u32>) {
-        match self.policy {
-            Policy::Fifo => self.on_find_fifo(offset, slot),
-            Policy::Lru => self.on_find_lru(offset, slot),
-            Policy::Sieve => self.on_find_sieve(offset, slot),
-        }
+        (self.find_fn)(self, offset, slot)
     }
 
     /// The real cache took its slot `slot` back (eviction).
@@ -326,11 +330,19 @@ impl Advisor {
         r
     }
 
-    #[inline(always)]
+    #[inline(never)]
     fn on_find_fifo(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
         let r = self.resolve(offset, slot);
-        let mut missing = self.all & !at(&self.recs, r).inside;
+        let missing = self.all & !at(&self.recs, r).inside;
+        if missing != 0 {
+            self.fifo_misses(r, missing);
+        }
+    }
+
+    /// Out of line, so that a find every simulation hits saves no registers.
+    #[inline(never)]
+    fn fifo_misses(&mut self, r: u32, mut missing: u32) {
         while missing != 0 {
             let k = missing.trailing_zeros() as usize;
             missing &= missing - 1;
@@ -339,7 +351,7 @@ impl Advisor {
         }
     }
 
-    #[inline(always)]
+    #[inline(never)]
     fn on_find_sieve(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
         let r = self.resolve(offset, slot);
@@ -347,7 +359,15 @@ impl Advisor {
         let inside = rec.inside;
         // A hit marks the table visited, except where it is fresh.
         rec.visited |= inside & !rec.fresh;
-        let mut missing = self.all & !inside;
+        let missing = self.all & !inside;
+        if missing != 0 {
+            self.sieve_misses(r, missing);
+        }
+    }
+
+    /// Out of line, so that a find every simulation hits saves no registers.
+    #[inline(never)]
+    fn sieve_misses(&mut self, r: u32, mut missing: u32) {
         while missing != 0 {
             let k = missing.trailing_zeros() as usize;
             missing &= missing - 1;
@@ -393,7 +413,7 @@ impl Advisor {
     /// record of segment j misses in simulations 0..j and moves the record
     /// to the top, pushing the last record of each of those down into the
     /// next segment: O(j), O(1) for a hit in the smallest simulation.
-    #[inline(always)]
+    #[inline(never)]
     fn on_find_lru(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
         let n = self.sims.len() as u32;
@@ -554,13 +574,13 @@ impl Advisor {
                 }
                 rec.visited &= !bit;
                 before = hand;
-                hand = at(next, hand)[k];
+                hand = *at(&at(next, hand)[..], k as u32);
             }
-            let after = at(next, hand)[k];
+            let after = *at(&at(next, hand)[..], k as u32);
             if before == NIL {
                 sim.head = after;
             } else {
-                at_mut(next, before)[k] = after;
+                *at_mut(&mut at_mut(next, before)[..], k as u32) = after;
             }
             if sim.tail == hand {
                 sim.tail = before;
@@ -578,11 +598,11 @@ impl Advisor {
                 released = hand;
             }
         }
-        at_mut(next, r)[k] = NIL;
+        *at_mut(&mut at_mut(next, r)[..], k as u32) = NIL;
         if sim.tail == NIL {
             sim.head = r;
         } else {
-            at_mut(next, sim.tail)[k] = r;
+            *at_mut(&mut at_mut(next, sim.tail)[..], k as u32) = r;
         }
         sim.tail = r;
         if sim.fresh != NIL {

@@ -29,6 +29,14 @@ const NIL: u32 = u32::MAX;
 /// its slot to the record, which must stay while it does.
 const PINNED: u32 = 1 << 31;
 
+/// In `Rec::inside`: a real miss of the table awaits its commit and the
+/// find after it (the record is in `awaiting`), which must not count.
+const AWAITED: u32 = 1 << 30;
+
+/// Misses awaiting their commit that are remembered at most (a caller
+/// whose reads fail never commits; the oldest are forgotten).
+const MAX_AWAITING: usize = 256;
+
 /// Tracked sizes as fractions of the cache's maximum, smallest first: at
 /// least 1, at most [`MAX_TRACKED`], the maximum itself left out (the
 /// cache's own counters answer for it).
@@ -152,7 +160,22 @@ pub struct Advisor {
     finds: u64,
     /// The cache's misses when the advisor started.
     base_misses: u64,
+    /// The offset the cache committed last, until the next find. The
+    /// caller finds a table right after committing it; with requests in
+    /// flight that find may come long after the miss that fed the
+    /// simulations (other requests ran between), so it must not count as
+    /// a reuse there: a simulation that holds the table leaves it as it
+    /// is (SIEVE does not mark it, LRU does not move it), as if the find
+    /// had followed the miss at once. One that does not hold it (a new
+    /// table the caller created, committed without a miss) takes it in.
+    committed: u64,
+    /// Records of real misses whose commit has not been found yet, oldest
+    /// first, one entry per miss.
+    awaiting: Vec<u32>,
 }
+
+/// `Advisor::committed` when no commit is pending.
+const NO_OFFSET: u64 = u64::MAX;
 
 impl Advisor {
     /// An advisor for a cache of `max_entries` under `policy` that had
@@ -201,6 +224,8 @@ impl Advisor {
             by_slot: Vec::new(),
             finds: 0,
             base_misses: misses_so_far,
+            committed: NO_OFFSET,
+            awaiting: Vec::new(),
         }
     }
 
@@ -236,6 +261,7 @@ impl Advisor {
             + self.lru.capacity() * std::mem::size_of::<Link>()
             + self.free.capacity() * 4
             + self.by_slot.capacity() * 4
+            + self.awaiting.capacity() * 4
             + self.rings.iter().map(|r| r.capacity() * 4).sum::<usize>()
             + self.index.heap_bytes()
             + self.sims.capacity() * std::mem::size_of::<Sim>()
@@ -263,6 +289,11 @@ impl Advisor {
     #[inline(always)]
     pub fn on_find(&mut self, offset: u64, slot: Option<u32>) {
         (self.find_fn)(self, offset, slot)
+    }
+
+    /// The cache is committing `offset` (see `committed`).
+    pub fn on_commit(&mut self, offset: u64) {
+        self.committed = offset;
     }
 
     /// The real cache took its slot `slot` back (eviction).
@@ -313,7 +344,47 @@ impl Advisor {
                 Some(&r) if r != NIL => r,
                 _ => self.pin(offset, s),
             },
-            None => self.lookup(offset),
+            None => self.missed(offset),
+        }
+    }
+
+    /// A real miss: the caller will commit the table and find it again.
+    #[inline(never)]
+    fn missed(&mut self, offset: u64) -> u32 {
+        let r = self.lookup(offset);
+        at_mut(&mut self.recs, r).inside |= AWAITED;
+        self.awaiting.push(r);
+        if self.awaiting.len() > MAX_AWAITING {
+            let old = self.awaiting.remove(0);
+            self.settle_one(old);
+        }
+        r
+    }
+
+    /// The find after a commit of `r`: true when it follows a real miss
+    /// of `r` the simulations saw (then they must ignore it).
+    #[cold]
+    #[inline(never)]
+    fn settle(&mut self, r: u32) -> bool {
+        if at(&self.recs, r).inside & AWAITED == 0 {
+            return false;
+        }
+        if let Some(i) = self.awaiting.iter().position(|&x| x == r) {
+            self.awaiting.remove(i);
+        }
+        self.settle_one(r);
+        true
+    }
+
+    /// Clears `r`'s AWAITED bit unless another miss of it still awaits.
+    fn settle_one(&mut self, r: u32) {
+        if !self.awaiting.contains(&r) {
+            let n = self.sims.len() as u32;
+            let rec = at_mut(&mut self.recs, r);
+            rec.inside &= !AWAITED;
+            if rec.inside == 0 && rec.seg == n {
+                self.release(r);
+            }
         }
     }
 
@@ -333,7 +404,11 @@ impl Advisor {
     #[inline(never)]
     fn on_find_fifo(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
+        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
         let r = self.resolve(offset, slot);
+        if refind && self.settle(r) {
+            return;
+        }
         let missing = self.all & !at(&self.recs, r).inside;
         if missing != 0 {
             self.fifo_misses(r, missing);
@@ -354,11 +429,18 @@ impl Advisor {
     #[inline(never)]
     fn on_find_sieve(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
+        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
         let r = self.resolve(offset, slot);
+        if refind && self.settle(r) {
+            return;
+        }
         let rec = at_mut(&mut self.recs, r);
         let inside = rec.inside;
-        // A hit marks the table visited, except where it is fresh.
-        rec.visited |= inside & !rec.fresh;
+        // A hit marks the table visited, except where it is fresh, and
+        // except the caller's find after its commit (see `committed`).
+        if !refind {
+            rec.visited |= inside & !rec.fresh;
+        }
         let missing = self.all & !inside;
         if missing != 0 {
             self.sieve_misses(r, missing);
@@ -417,10 +499,16 @@ impl Advisor {
     fn on_find_lru(&mut self, offset: u64, slot: Option<u32>) {
         self.finds += 1;
         let n = self.sims.len() as u32;
+        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
         let r = self.resolve(offset, slot);
+        if refind && self.settle(r) {
+            return;
+        }
         let j = at(&self.recs, r).seg;
-        if r == self.lru_head {
-            // The top of the stack: in every simulation (sizes >= 1).
+        if r == self.lru_head || (refind && j < n) {
+            // The top of the stack: in every simulation (sizes >= 1). Or
+            // the caller's find after its commit of a table the stack
+            // holds (see `committed`).
             return;
         }
         let was_in_stack = j < n;
@@ -524,8 +612,9 @@ impl Advisor {
                 if len == self.recs.capacity() {
                     // Geometric growth that stops at the most records there
                     // can be (the largest simulation, the cache's own
-                    // tables pinned, a newcomer), so no capacity is wasted.
-                    let bound = self.lru_cap as usize + self.max_entries as usize + 1;
+                    // tables pinned, misses awaiting their commit, a
+                    // newcomer), so no capacity is wasted.
+                    let bound = self.lru_cap as usize + self.max_entries as usize + MAX_AWAITING + 1;
                     let want = (len * 2).max(16).min(bound).max(len + 1);
                     self.recs.reserve_exact(want - len);
                     match self.policy {
@@ -887,15 +976,23 @@ mod tests {
         let mut c: Cache<u64> = Cache::new(10, Policy::Sieve);
         c.set_advisor(true);
         for i in 0..if cfg!(miri) { 3_000u64 } else { 100_000 } {
-            c.find((i % 5000 + 1) << 16);
+            read(&mut c, (i % 5000 + 1) << 16);
         }
         let a = c.advisor().unwrap();
-        assert!(a.tracked_tables() <= 80, "{}", a.tracked_tables());
-        assert!(
-            a.recs.len() <= 81,
-            "one record more while the newcomer waits for room"
-        );
+        // The largest simulation, plus the cache's own 10 (pinned).
+        assert!(a.tracked_tables() <= 90, "{}", a.tracked_tables());
+        assert!(a.recs.len() <= 91, "one more while a newcomer waits for room");
         assert_eq!(a.bytes_per_table(), 24 + 5 * 4 + 16);
+        // A caller whose reads all fail: misses never committed.
+        let mut c: Cache<u64> = Cache::new(10, Policy::Lru);
+        c.set_advisor(true);
+        for i in 0..2000u64 {
+            c.find((i + 1) << 16);
+        }
+        let a = c.advisor().unwrap();
+        let bound = 80 + MAX_AWAITING;
+        assert!(a.tracked_tables() <= bound, "{}", a.tracked_tables());
+        assert_eq!(a.awaiting.len(), MAX_AWAITING);
     }
 
     #[test]

@@ -248,6 +248,9 @@ impl<H: Copy> Cache<H> {
         on_evict: impl FnMut(H),
     ) -> Commit<H> {
         self.stats.commits += 1;
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_commit(offset);
+        }
         if let Some(slot) = self.slot_of(offset) {
             self.stats.duplicate_commits += 1;
             return Commit::Duplicate(self.nodes[slot as usize].handle);

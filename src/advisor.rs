@@ -403,12 +403,11 @@ impl Advisor {
 
     #[inline(never)]
     fn on_find_fifo(&mut self, offset: u64, slot: Option<u32>) {
-        self.finds += 1;
-        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
-        let r = self.resolve(offset, slot);
-        if refind && self.settle(r) {
-            return;
+        if self.committed == offset {
+            return self.refind(offset, slot);
         }
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
         let missing = self.all & !at(&self.recs, r).inside;
         if missing != 0 {
             self.fifo_misses(r, missing);
@@ -428,19 +427,15 @@ impl Advisor {
 
     #[inline(never)]
     fn on_find_sieve(&mut self, offset: u64, slot: Option<u32>) {
-        self.finds += 1;
-        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
-        let r = self.resolve(offset, slot);
-        if refind && self.settle(r) {
-            return;
+        if self.committed == offset {
+            return self.refind(offset, slot);
         }
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
         let rec = at_mut(&mut self.recs, r);
         let inside = rec.inside;
-        // A hit marks the table visited, except where it is fresh, and
-        // except the caller's find after its commit (see `committed`).
-        if !refind {
-            rec.visited |= inside & !rec.fresh;
-        }
+        // A hit marks the table visited, except where it is fresh.
+        rec.visited |= inside & !rec.fresh;
         let missing = self.all & !inside;
         if missing != 0 {
             self.sieve_misses(r, missing);
@@ -497,18 +492,47 @@ impl Advisor {
     /// next segment: O(j), O(1) for a hit in the smallest simulation.
     #[inline(never)]
     fn on_find_lru(&mut self, offset: u64, slot: Option<u32>) {
+        if self.committed == offset {
+            return self.refind(offset, slot);
+        }
         self.finds += 1;
-        let n = self.sims.len() as u32;
-        let refind = std::mem::replace(&mut self.committed, NO_OFFSET) == offset;
         let r = self.resolve(offset, slot);
-        if refind && self.settle(r) {
+        self.lru_touch(r);
+    }
+
+    /// The caller's find right after its commit of `offset` (see
+    /// `committed`): ignored when it follows a real miss the simulations
+    /// saw; otherwise (a table the caller created, committed without a
+    /// miss) the simulations that do not hold it take it in, as a miss,
+    /// and those that do leave it as it is.
+    #[cold]
+    #[inline(never)]
+    fn refind(&mut self, offset: u64, slot: Option<u32>) {
+        self.committed = NO_OFFSET;
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
+        if self.settle(r) {
             return;
         }
+        let n = self.sims.len() as u32;
+        let rec = at(&self.recs, r);
+        let missing = self.all & !rec.inside;
+        match self.policy {
+            Policy::Lru if rec.seg == n => self.lru_touch(r),
+            Policy::Lru => {}
+            Policy::Fifo if missing != 0 => self.fifo_misses(r, missing),
+            Policy::Sieve if missing != 0 => self.sieve_misses(r, missing),
+            Policy::Fifo | Policy::Sieve => {}
+        }
+    }
+
+    /// LRU: a find of record `r` (see `on_find_lru`).
+    #[inline(always)]
+    fn lru_touch(&mut self, r: u32) {
+        let n = self.sims.len() as u32;
         let j = at(&self.recs, r).seg;
-        if r == self.lru_head || (refind && j < n) {
-            // The top of the stack: in every simulation (sizes >= 1). Or
-            // the caller's find after its commit of a table the stack
-            // holds (see `committed`).
+        if r == self.lru_head {
+            // The top of the stack: in every simulation (sizes >= 1).
             return;
         }
         let was_in_stack = j < n;

@@ -40,7 +40,7 @@ fn main() {
     println!();
     println!("Size advisor (on), after a loop over 10x the maximum's tables, 3 laps:");
     println!();
-    println!("| policy | cached tables | tables tracked | heap bytes / table tracked | bound per table tracked | heap bytes / cached table |");
+    println!("| policy | cached tables | tables tracked | heap bytes / table tracked | record + links + index | heap bytes / cached table |");
     println!("|---|---:|---:|---:|---:|---:|");
     for policy in Policy::ALL {
         for n in [50u32, 1024, 16384] {

@@ -595,7 +595,8 @@ static bool miss_curve(const char *svg)
                "##################################################");
         printf("  %8s %6.2f%% %.*s\n", "", 100 * p[i].measured, b, "==================================================");
     }
-    printf("  (* this run's size; ratios are misses / lookups, a miss being one table read)\n");
+    printf("  (* this run's size, where '#' is the cache's own count: its requests in flight and\n"
+           "  duplicate misses included; ratios are misses / lookups, a miss being one table read)\n");
     if (svg) {
         write_svg(svg, p, n, policy, own);
         printf("  chart written to %s\n", svg);

@@ -999,7 +999,7 @@ mod tests {
     fn memory_is_bounded_by_the_largest_size() {
         let mut c: Cache<u64> = Cache::new(10, Policy::Sieve);
         c.set_advisor(true);
-        for i in 0..if cfg!(miri) { 3_000u64 } else { 100_000 } {
+        for i in 0..if cfg!(miri) { 400u64 } else { 100_000 } {
             read(&mut c, (i % 5000 + 1) << 16);
         }
         let a = c.advisor().unwrap();
@@ -1010,7 +1010,7 @@ mod tests {
         // A caller whose reads all fail: misses never committed.
         let mut c: Cache<u64> = Cache::new(10, Policy::Lru);
         c.set_advisor(true);
-        for i in 0..2000u64 {
+        for i in 0..if cfg!(miri) { 400u64 } else { 2_000 } {
             c.find((i + 1) << 16);
         }
         let a = c.advisor().unwrap();

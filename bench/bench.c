@@ -8,14 +8,17 @@
  *      the capacity;
  *   3. misses per 100,000 lookups for each policy at capacity 50 and 200 on
  *      workloads modelling guests on a 1 TiB image (512 L2 tables of 2 GiB);
- *   4. heap bytes per cached table, library and baseline (glibc mallinfo2).
+ *   4. heap bytes per cached table, library and baseline (glibc mallinfo2);
+ *   5. the size advisor's cost (docs/advisor.md): find (hit) + unref at 50
+ *      tables with the advisor off and on, as ratios to the baseline timed
+ *      in the same run.
  *
  * Timings: clock_gettime(CLOCK_MONOTONIC), iterations calibrated so one run
  * lasts >= 20 ms, best of 11 runs. Run the release build:
  *   meson setup build-bench --buildtype=release && meson compile -C build-bench
  *   meson test -C build-bench --benchmark --verbose      (or build-bench/bench/bench)
  * `bench --quick` shortens the workloads 8x (for a smoke run);
- * `bench --hit N [POLICY]` times only the library's hit loop (for perf).
+ * `bench --hit N [POLICY [advisor]]` times only the library's hit loop (for perf).
  * The exit status is non-zero if a consistency check fails (library FIFO
  * misses differ from the baseline's, or the counters disagree with the
  * lookups the benchmark made).
@@ -37,10 +40,13 @@
 
 static bool failed;
 
+/* The advisor section times CPU time of this thread (see there). */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static double now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(bench_clock, &ts);
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
@@ -196,10 +202,13 @@ static double hit_op(void *p, uint64_t iters)
     return h->side == LIB ? lib_hits(h->cache, h->n, &h->x, iters) : base_hits(h->cache, h->n, &h->x, iters);
 }
 
-static double bench_hit(enum side s, unsigned n, QedL2CachePolicy policy)
+static double bench_hit_advisor(enum side s, unsigned n, QedL2CachePolicy policy, bool advisor)
 {
     L2TableCache cache;
     side_init(s, &cache, n, policy);
+    if (s == LIB) {
+        qed_l2_cache_set_advisor(&cache, advisor);
+    }
     if (s == LIB) {
         lib_fill(&cache, n);
     } else {
@@ -211,8 +220,21 @@ static double bench_hit(enum side s, unsigned n, QedL2CachePolicy policy)
     }
     struct hit_ctx ctx = {s, &cache, n, 0x2545F4914F6CDD1Dull}; /* uniform over the cached tables */
     double ns = best_ns_per_op(hit_op, &ctx);
+    if (s == LIB) {
+        uint64_t m;
+        int rc = qed_l2_cache_predict_misses(&cache, n, &m);
+        if (advisor ? rc != 0 : rc != -1) {
+            fprintf(stderr, "bench: advisor %s but predict_misses returned %d\n", advisor ? "on" : "off", rc);
+            failed = true;
+        }
+    }
     side_free(s, &cache);
     return ns;
+}
+
+static double bench_hit(enum side s, unsigned n, QedL2CachePolicy policy)
+{
+    return bench_hit_advisor(s, n, policy, false);
 }
 
 /* ---- 2. miss cycle ---- */
@@ -518,6 +540,12 @@ int main(int argc, char **argv)
         unsigned n = (unsigned)strtoul(argv[2], NULL, 10);
         QedL2CachePolicy p = argc > 3 ? (QedL2CachePolicy)strtoul(argv[3], NULL, 10) : 0;
         printf("library hit at %u tables, policy %u: %.2f ns\n", n, p, bench_hit(LIB, n, p));
+        if (argc > 4 && strcmp(argv[4], "advisor") == 0) {
+            bench_clock = CLOCK_THREAD_CPUTIME_ID;
+            printf("baseline (thread CPU time): %.2f ns\n", bench_hit(BASE, n, QED_L2_CACHE_POLICY_FIFO));
+            printf("library, advisor off (thread CPU time): %.2f ns\n", bench_hit(LIB, n, p));
+            printf("with the advisor on: %.2f ns\n", bench_hit_advisor(LIB, n, p, true));
+        }
         return 0;
     }
 
@@ -547,6 +575,31 @@ int main(int argc, char **argv)
                bench_hit(LIB, sizes[i], QED_L2_CACHE_POLICY_SIEVE));
         fflush(stdout);
     }
+    printf("\n");
+
+    /*
+     * The advisor's cost: the three variants are timed in turn, three
+     * rounds, best of each, on this thread's CPU time, so that colleagues'
+     * jobs on a shared machine shift all three alike instead of whichever
+     * ran while the machine was busy.
+     */
+    printf("## size advisor cost: find (hit) + unref at 50 tables, advisor off and on, ratio to the baseline\n");
+    printf("## (thread CPU time; baseline, off and on timed in turn, best of 3 rounds)\n\n");
+    printf("| policy | baseline ns | advisor off ns | off/baseline | advisor on ns | on/baseline |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+    for (unsigned p = 0; p < 3; p++) {
+        static const char *const names[] = {"fifo", "lru", "sieve"};
+        double b = INFINITY, off = INFINITY, on = INFINITY;
+        for (int round = 0; round < 3; round++) {
+            b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
+            off = fmin(off, bench_hit_advisor(LIB, 50, p, false));
+            on = fmin(on, bench_hit_advisor(LIB, 50, p, true));
+        }
+        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
+        fflush(stdout);
+    }
+    bench_clock = CLOCK_MONOTONIC;
     printf("\n");
 
     printf("## miss cycle (find, alloc, commit, find, unref), working set 4x capacity, FIFO\n\n");

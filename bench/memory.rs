@@ -4,6 +4,9 @@
 //! visited bit and index buckets (`Cache::heap_bytes`), and the per-cache
 //! state spread over the tables. Printed as a Markdown table.
 //!
+//! Then the size advisor's memory (docs/advisor.md), by policy: heap
+//! bytes per table it tracks, and per table of the cache's maximum.
+//!
 //! `cargo run --release --example memory` (meson: part of `meson test --benchmark`).
 
 use qed_l2_cache::internals::CacheState;
@@ -32,5 +35,35 @@ fn main() {
             n as u32,
             hidden + core + state
         );
+    }
+
+    println!();
+    println!("Size advisor (on), after a loop over 10x the maximum's tables, 3 laps:");
+    println!();
+    println!("| policy | cached tables | tables tracked | heap bytes / table tracked | record + links + index | heap bytes / cached table |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for policy in Policy::ALL {
+        for n in [50u32, 1024, 16384] {
+            let mut c: Cache<usize> = Cache::new(n, policy);
+            c.set_advisor(true);
+            let tables = 10 * u64::from(n);
+            for i in 0..3 * tables {
+                let off = (i % tables + 1) * 0x40000;
+                if c.find(off).is_none() {
+                    c.commit(off, i as usize, |_| false, |_| {});
+                    assert!(c.find(off).is_some());
+                }
+            }
+            let a = c.advisor().expect("on");
+            let heap = a.heap_bytes() as f64;
+            println!(
+                "| {} | {n} | {} | {:.1} | {} | {:.1} |",
+                policy.name(),
+                a.tracked_tables(),
+                heap / a.tracked_tables() as f64,
+                a.bytes_per_table(),
+                heap / f64::from(n)
+            );
+        }
     }
 }

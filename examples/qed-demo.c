@@ -217,6 +217,23 @@ typedef struct {
 
 static L2TableCache cache;
 static Image img;
+
+/* Every lookup a request starts (and every new table), for the replays. */
+static uint64_t *trace;
+static size_t trace_len, trace_cap;
+
+static void record(uint64_t offset)
+{
+    if (trace_len == trace_cap) {
+        trace_cap = trace_cap ? 2 * trace_cap : 65536;
+        trace = realloc(trace, trace_cap * sizeof(*trace));
+        if (!trace) {
+            fprintf(stderr, "qed-demo: out of memory\n");
+            exit(1);
+        }
+    }
+    trace[trace_len++] = offset;
+}
 static Counters cnt;
 static Request *reqs;
 static unsigned n_reqs;
@@ -307,6 +324,7 @@ static void allocate_table(Request *r)
     img.table_writes++;
     img.l1[r->table] = offset;
     e->offset = offset;
+    record(offset);
     commit(e);
     r->l2_table = find(offset);
     if (r->l2_table != e) {
@@ -382,6 +400,7 @@ static void step(Request *r)
         return;
     }
     cnt.lookups++;
+    record(offset);
     CachedL2Table *other = held_by_other(r, offset);
     r->l2_table = find(offset);
     if (other && r->l2_table != other) {
@@ -422,11 +441,12 @@ static unsigned long long parse_number(const char *opt, const char *arg, unsigne
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: qed-demo [--requests N] [--tables N] [--in-flight N] [--seed N]\n"
+            "usage: qed-demo [--requests N] [--tables N] [--in-flight N] [--seed N] [--svg FILE]\n"
             "  --requests N   requests to simulate (default 200000)\n"
             "  --tables N     L2 tables of the image, 2 GiB each (default 512: 1 TiB)\n"
             "  --in-flight N  requests in flight at once (default 8)\n"
             "  --seed N       random seed (default 1)\n"
+            "  --svg FILE     also write the miss-ratio chart as an SVG image\n"
             "The cache honours QED_L2_CACHE_SIZE and QED_L2_CACHE_POLICY.\n");
 }
 
@@ -434,6 +454,154 @@ static const char *env_or(const char *name, const char *dflt)
 {
     const char *v = getenv(name);
     return v && *v ? v : dflt;
+}
+
+/* ---- the miss-ratio curve: the advisor's predictions beside replays ---- */
+
+/* Misses of a real cache of `max` tables on the recorded lookups, each the
+ * QED read path at once (find; on a miss alloc, commit, find; unref). */
+static uint64_t replay(unsigned max)
+{
+    L2TableCache c;
+    uint64_t misses = 0;
+    memset(&c, 0, sizeof(c));
+    qed_init_l2_cache(&c);
+    qed_l2_cache_set_advisor(&c, 0);
+    qed_l2_cache_set_max_entries(&c, max);
+    for (size_t i = 0; i < trace_len; i++) {
+        CachedL2Table *e = qed_find_l2_cache_entry(&c, trace[i]);
+        if (!e) {
+            misses++;
+            e = qed_alloc_l2_cache_entry(&c);
+            e->offset = trace[i];
+            qed_commit_l2_cache_entry(&c, e);
+            e = qed_find_l2_cache_entry(&c, trace[i]);
+        }
+        qed_unref_l2_cache_entry(e);
+    }
+    qed_free_l2_cache(&c);
+    return misses;
+}
+
+#define MAX_POINTS 8
+
+typedef struct {
+    unsigned size;
+    double predicted, measured; /* miss ratios, 0..1 */
+} Point;
+
+static void write_svg(const char *path, const Point *p, unsigned n, const char *policy, unsigned own)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "qed-demo: cannot write %s\n", path);
+        return;
+    }
+    const double W = 640, H = 400, L = 70, R = 20, T = 40, B = 60;
+    double x0 = log2(p[0].size), x1 = log2(p[n - 1].size), ymax = 0;
+    for (unsigned i = 0; i < n; i++) {
+        ymax = fmax(ymax, fmax(p[i].predicted, p[i].measured));
+    }
+    ymax = ceil(ymax * 10 + 1e-9) / 10;
+    if (ymax <= 0) {
+        ymax = 0.1;
+    }
+#define SX(v) (L + (log2(v) - x0) / (x1 > x0 ? x1 - x0 : 1) * (W - L - R))
+#define SY(v) (T + (1 - (v) / ymax) * (H - T - B))
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"14\">qed-demo: miss ratio by cache size "
+               "(policy %s, %zu lookups)</text>\n", L, policy, trace_len);
+    for (int k = 0; k <= 5; k++) {
+        double v = ymax * k / 5;
+        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", L, W - R, SY(v), SY(v));
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.0f%%</text>\n", L - 6, SY(v) + 4, 100 * v);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\"%s>%u</text>\n", SX(p[i].size),
+                H - B + 18, p[i].size == own ? " font-weight=\"bold\"" : "", p[i].size);
+    }
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">maximum cached tables "
+               "(QED_L2_CACHE_SIZE; bold: this run's)</text>\n", (L + W - R) / 2, H - 16);
+    const char *style[2] = {"stroke=\"#1f77b4\" stroke-width=\"2.5\"",
+                            "stroke=\"#d62728\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\""};
+    for (int s = 0; s < 2; s++) {
+        fprintf(f, "<polyline fill=\"none\" %s points=\"", style[s]);
+        for (unsigned i = 0; i < n; i++) {
+            fprintf(f, "%.1f,%.1f ", SX(p[i].size), SY(s ? p[i].measured : p[i].predicted));
+        }
+        fprintf(f, "\"/>\n");
+        for (unsigned i = 0; i < n; i++) {
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" fill=\"%s\"/>\n", SX(p[i].size),
+                    SY(s ? p[i].measured : p[i].predicted), s ? "3" : "4.5", s ? "#d62728" : "#1f77b4");
+        }
+    }
+    fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" %s/>"
+               "<text x=\"%.0f\" y=\"%.0f\">predicted (qed_l2_cache_predict_misses)</text>\n",
+            W - 300, W - 270, T + 10.0, T + 10.0, style[0], W - 264, T + 14.0);
+    fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" %s/>"
+               "<text x=\"%.0f\" y=\"%.0f\">measured (replay through a real cache)</text>\n",
+            W - 300, W - 270, T + 28.0, T + 28.0, style[1], W - 264, T + 32.0);
+    fprintf(f, "</svg>\n");
+#undef SX
+#undef SY
+    fclose(f);
+}
+
+/*
+ * Prints the miss-ratio curve: what qed_l2_cache_predict_misses() says each
+ * tracked size would have read, beside what a real cache of that size reads
+ * on the same lookups. Returns false when a tracked size is refused.
+ */
+static bool miss_curve(const char *svg)
+{
+    const char *policy = env_or("QED_L2_CACHE_POLICY", "fifo");
+    unsigned own = (unsigned)strtoul(env_or("QED_L2_CACHE_SIZE", "50"), NULL, 10);
+    unsigned cand[] = {own / 2 ? own / 2 : 1, own, own + own / 2, 2 * own, 4 * own, 8 * own};
+    Point p[MAX_POINTS];
+    unsigned n = 0;
+    bool ok = true;
+    for (unsigned i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
+        uint64_t m;
+        if (n && cand[i] == p[n - 1].size) {
+            continue;
+        }
+        if (qed_l2_cache_predict_misses(&cache, cand[i], &m) != 0) {
+            printf("  FAIL: the advisor does not track size %u\n", cand[i]);
+            ok = false;
+            continue;
+        }
+        p[n].size = cand[i];
+        p[n].predicted = trace_len ? (double)m / (double)trace_len : 0;
+        p[n].measured = trace_len ? (double)replay(cand[i]) / (double)trace_len : 0;
+        n++;
+    }
+    if (n == 0) {
+        return ok;
+    }
+    printf("\n  miss ratio by maximum size (policy %s), over %zu lookups:\n", policy, trace_len);
+    printf("  '#' predicted by the advisor while the demo ran, '=' measured by replaying the lookups\n"
+           "  through a real cache of that size (no requests in flight: the advisor does not simulate them)\n\n");
+    double ymax = 0;
+    for (unsigned i = 0; i < n; i++) {
+        ymax = fmax(ymax, fmax(p[i].predicted, p[i].measured));
+    }
+    const int width = 50;
+    for (unsigned i = 0; i < n; i++) {
+        int a = ymax > 0 ? (int)lround(p[i].predicted / ymax * width) : 0;
+        int b = ymax > 0 ? (int)lround(p[i].measured / ymax * width) : 0;
+        printf("  %7u%s %6.2f%% %.*s\n", p[i].size, p[i].size == own ? "*" : " ", 100 * p[i].predicted, a,
+               "##################################################");
+        printf("  %8s %6.2f%% %.*s\n", "", 100 * p[i].measured, b, "==================================================");
+    }
+    printf("  (* this run's size, where '#' is the cache's own count: its requests in flight and\n"
+           "  duplicate misses included; ratios are misses / lookups, a miss being one table read)\n");
+    if (svg) {
+        write_svg(svg, p, n, policy, own);
+        printf("  chart written to %s\n", svg);
+    }
+    return ok;
 }
 
 static bool row(const char *name, uint64_t demo, uint64_t lib)
@@ -446,6 +614,7 @@ static bool row(const char *name, uint64_t demo, uint64_t lib)
 int main(int argc, char **argv)
 {
     unsigned long long requests = 200000, tables = 512, in_flight = 8, seed = 1;
+    const char *svg = NULL;
 
     for (int a = 1; a < argc; a++) {
         const char *o = argv[a];
@@ -457,6 +626,12 @@ int main(int argc, char **argv)
             in_flight = parse_number(o, a + 1 < argc ? argv[++a] : NULL, 1, 4096);
         } else if (!strcmp(o, "--seed")) {
             seed = parse_number(o, a + 1 < argc ? argv[++a] : NULL, 0, UINT64_MAX);
+        } else if (!strcmp(o, "--svg")) {
+            if (a + 1 >= argc) {
+                fprintf(stderr, "qed-demo: --svg needs a file name\n");
+                return 2;
+            }
+            svg = argv[++a];
         } else if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             usage(stdout);
             return 0;
@@ -492,6 +667,8 @@ int main(int argc, char **argv)
     reqs = xcalloc(n_reqs, sizeof(Request));
 
     qed_init_l2_cache(&cache);
+    /* The size advisor (docs/advisor.md): what other sizes would have read. */
+    qed_l2_cache_set_advisor(&cache, 1);
     while (cnt.requests < requests) {
         step(&reqs[rng_below(n_reqs)]);
     }
@@ -554,6 +731,8 @@ int main(int argc, char **argv)
         printf("  ok: counters agree, held tables stayed cached, every lookup read what was written\n");
     }
 
+    ok &= miss_curve(svg);
+
     qed_free_l2_cache(&cache);
     if (cache.n_entries != 0 || cache.entries.tqh_first != NULL) {
         printf("  FAIL: the cache is not empty after qed_free_l2_cache\n");
@@ -569,5 +748,6 @@ int main(int argc, char **argv)
     free(zipf_cdf);
     free(zipf_table);
     free(reqs);
+    free(trace);
     return ok ? 0 : 1;
 }

@@ -371,6 +371,42 @@ void qed_l2_cache_get_stats(const struct L2TableCache *l2_cache, struct QedL2Cac
  */
 const char *qed_l2_cache_version(void);
 
+/**
+ * How many finds since the advisor started would have missed had the
+ * maximum been `max_entries` (extension; docs/advisor.md).
+ *
+ * Parameters: `l2_cache`, an initialised cache; `max_entries`, a size the
+ * advisor tracks; `misses`, filled on success.
+ *
+ * The same requests (find; on a miss alloc, commit, find again; unref),
+ * the same policy, pinning by requests in flight not simulated. Returns 0
+ * on success; -1 when the advisor is off or does not track that size. It
+ * tracks the current maximum's half (at least 1), 1.5x, 2x, 4x and 8x
+ * (capped at 1,048,576); set_max_entries and set_policy restart
+ * it. At the cache's own maximum it returns exactly the misses the cache
+ * had. The advisor is off unless `QED_L2_CACHE_REPORT=1` or
+ * `qed_l2_cache_set_advisor` turned it on.
+ *
+ * # Safety
+ * `l2_cache` as for `qed_commit_l2_cache_entry`; `misses` must be NULL
+ * (a misuse) or point to a writable `uint64_t`.
+ */
+int qed_l2_cache_predict_misses(const struct L2TableCache *l2_cache, unsigned int max_entries, uint64_t *misses);
+
+/**
+ * Turn the size advisor on (non-zero `on`) or off for one cache
+ * (extension; docs/advisor.md).
+ *
+ * Parameters: `l2_cache`, an initialised cache; `on`.
+ *
+ * Turning it on when it is off starts it afresh (predictions count from
+ * now); turning it on when it is on changes nothing. Off drops its state.
+ *
+ * # Safety
+ * As for `qed_commit_l2_cache_entry`.
+ */
+void qed_l2_cache_set_advisor(struct L2TableCache *l2_cache, int on);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

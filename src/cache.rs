@@ -116,6 +116,8 @@ pub struct Cache<H: Copy> {
     /// The fresh entry (see [`Policy`]), NIL when there is none.
     fresh: u32,
     stats: Stats,
+    /// The size advisor (docs/advisor.md), fed by `find` when on.
+    pub(crate) advisor: crate::advisor::Hook,
 }
 
 impl<H: Copy> Cache<H> {
@@ -135,6 +137,7 @@ impl<H: Copy> Cache<H> {
             hand: NIL,
             fresh: NIL,
             stats: Stats::default(),
+            advisor: crate::advisor::Hook::new(max_entries, policy),
         }
     }
 
@@ -198,6 +201,9 @@ impl<H: Copy> Cache<H> {
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
         let Some(slot) = self.slot_of(offset) else {
             self.stats.misses += 1;
+            if let Some(a) = self.advisor.sim.as_deref_mut() {
+                a.on_find(offset, None);
+            }
             return None;
         };
         self.stats.hits += 1;
@@ -217,6 +223,9 @@ impl<H: Copy> Cache<H> {
                 false
             }
         };
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_find(offset, Some(slot));
+        }
         Some(Hit {
             handle,
             moved_to_tail,
@@ -239,6 +248,9 @@ impl<H: Copy> Cache<H> {
         on_evict: impl FnMut(H),
     ) -> Commit<H> {
         self.stats.commits += 1;
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_commit(offset);
+        }
         if let Some(slot) = self.slot_of(offset) {
             self.stats.duplicate_commits += 1;
             return Commit::Duplicate(self.nodes[slot as usize].handle);
@@ -267,6 +279,7 @@ impl<H: Copy> Cache<H> {
         assert!(max_entries >= 1, "max_entries must be positive");
         self.max_entries = max_entries;
         self.evict_down_to(max_entries, in_use, on_evict);
+        self.advisor.restart(max_entries, self.policy, self.stats.misses);
     }
 
     /// Switches policy. The order and the fresh entry are kept; SIEVE's
@@ -275,11 +288,15 @@ impl<H: Copy> Cache<H> {
         self.policy = policy;
         self.visited.fill(false);
         self.hand = NIL;
+        self.advisor.restart(self.max_entries, policy, self.stats.misses);
     }
 
     /// Empties the cache, passing every handle to `f` in list order.
     /// Counters are kept.
     pub fn drain(&mut self, mut f: impl FnMut(H)) {
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_drain();
+        }
         let mut cur = self.head;
         while cur != NIL {
             let node = self.nodes[cur as usize];
@@ -386,6 +403,9 @@ impl<H: Copy> Cache<H> {
 
     /// Takes a slot out of the list and the index and frees it.
     fn remove_slot(&mut self, slot: u32) {
+        if let Some(a) = self.advisor.sim.as_deref_mut() {
+            a.on_remove(slot);
+        }
         if self.hand == slot {
             self.hand = self.nodes[slot as usize].next;
         }

@@ -35,6 +35,9 @@ pub struct Config {
     pub on_misuse: OnMisuse,
     /// `QED_L2_CACHE_TRACE`.
     pub trace: bool,
+    /// `QED_L2_CACHE_REPORT`: the size advisor on for every cache, and a
+    /// report on stderr when each is freed (docs/advisor.md).
+    pub report: bool,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             policy: Policy::Fifo,
             on_misuse: OnMisuse::Abort,
             trace: false,
+            report: false,
         }
     }
 }
@@ -85,6 +89,16 @@ impl Config {
                     .map(|i| (i == 1) as u32)
             },
         );
+        let report = read(
+            "QED_L2_CACHE_REPORT",
+            "expected 1 (on) or 0 (off, the default)",
+            &|s| {
+                ["0", "1", ""]
+                    .iter()
+                    .position(|&v| v == s)
+                    .map(|i| (i == 1) as u32)
+            },
+        );
         Config {
             max_entries: max_entries.unwrap_or(defaults.max_entries),
             policy: policy.map_or(defaults.policy, |i| Policy::ALL[i as usize]),
@@ -94,6 +108,7 @@ impl Config {
                 None => defaults.on_misuse,
             },
             trace: trace.map_or(defaults.trace, |t| t == 1),
+            report: report.map_or(defaults.report, |t| t == 1),
         }
     }
 }
@@ -199,8 +214,10 @@ mod tests {
             ("QED_L2_CACHE_POLICY", "sieve"),
             ("QED_L2_CACHE_ON_MISUSE", "warn"),
             ("QED_L2_CACHE_TRACE", "1"),
+            ("QED_L2_CACHE_REPORT", "1"),
         ]);
         assert!(lines.is_empty(), "{lines:?}");
+        assert!(config.report);
         assert_eq!(config.max_entries, 1024);
         assert_eq!(config.policy, Policy::Sieve);
         assert_eq!(config.on_misuse, OnMisuse::Warn);
@@ -214,9 +231,11 @@ mod tests {
             ("QED_L2_CACHE_POLICY", "random"),
             ("QED_L2_CACHE_ON_MISUSE", "ignore"),
             ("QED_L2_CACHE_TRACE", "yes"),
+            ("QED_L2_CACHE_REPORT", "on"),
         ]);
         assert_eq!(config, Config::default());
-        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(lines[4].contains("QED_L2_CACHE_REPORT=\"on\""), "{}", lines[4]);
         assert!(lines[0].contains("QED_L2_CACHE_SIZE=\"0\""), "{}", lines[0]);
         assert!(
             lines[1].contains("QED_L2_CACHE_POLICY=\"random\""),

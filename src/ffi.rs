@@ -381,6 +381,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
                 ),
             );
         }
+        crate::advisor::print_report(&state.core);
         if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
             state.core.drain(detach);
         }
@@ -720,4 +721,71 @@ pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, s
 #[no_mangle]
 pub extern "C" fn qed_l2_cache_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// How many finds since the advisor started would have missed had the
+/// maximum been `max_entries` (extension; docs/advisor.md).
+///
+/// Parameters: `l2_cache`, an initialised cache; `max_entries`, a size the
+/// advisor tracks; `misses`, filled on success.
+///
+/// The same requests (find; on a miss alloc, commit, find again; unref),
+/// the same policy, pinning by requests in flight not simulated. Returns 0
+/// on success; -1 when the advisor is off or does not track that size. It
+/// tracks the current maximum's half (at least 1), 1.5x, 2x, 4x and 8x
+/// (capped at 1,048,576); set_max_entries and set_policy restart
+/// it. At the cache's own maximum it returns exactly the misses the cache
+/// had. The advisor is off unless `QED_L2_CACHE_REPORT=1` or
+/// `qed_l2_cache_set_advisor` turned it on.
+///
+/// # Safety
+/// `l2_cache` as for `qed_commit_l2_cache_entry`; `misses` must be NULL
+/// (a misuse) or point to a writable `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_predict_misses(
+    l2_cache: *const L2TableCache,
+    max_entries: c_uint,
+    misses: *mut u64,
+) -> std::ffi::c_int {
+    const F: &str = "qed_l2_cache_predict_misses";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return -1;
+        };
+        if misses.is_null() {
+            misuse(F, format_args!("l2_cache {}: misses is NULL", P(l2_cache)));
+            return -1;
+        }
+        match state.core.predict_misses(max_entries) {
+            Some(m) => {
+                // SAFETY: non-null and writable per the contract.
+                unsafe { misses.write_unaligned(m) };
+                0
+            }
+            None => -1,
+        }
+    })
+}
+
+/// Turn the size advisor on (non-zero `on`) or off for one cache
+/// (extension; docs/advisor.md).
+///
+/// Parameters: `l2_cache`, an initialised cache; `on`.
+///
+/// Turning it on when it is off starts it afresh (predictions count from
+/// now); turning it on when it is on changes nothing. Off drops its state.
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, on: std::ffi::c_int) {
+    const F: &str = "qed_l2_cache_set_advisor";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        state.core.set_advisor(on != 0);
+    })
 }

@@ -51,7 +51,6 @@ impl OffsetIndex {
     }
 
     /// Number of slots indexed.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }

@@ -9,6 +9,8 @@
 //! Layout:
 //! - `cache` and `index`: the safe core (order, policy, eviction, O(1)
 //!   lookup); it knows nothing of C.
+//! - `advisor`: the size advisor (docs/advisor.md), in the core: exact
+//!   simulations of the same request stream at other sizes.
 //! - `abi`: the C-visible types and the QTAILQ link handling.
 //! - `entry`, `ledger` and `registry`: where entries and per-cache state
 //!   live, and how a pointer from C is recognised without reading it.
@@ -18,6 +20,7 @@
 //! - `config` and `diag`: the environment, misuse reports and traces.
 
 mod abi;
+mod advisor;
 mod cache;
 mod config;
 mod diag;
@@ -37,6 +40,7 @@ pub use ledger::QED_L2_CACHE_QUARANTINE_PER_THREAD;
 /// target only: not part of the library's API, and may change at any time.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::advisor::recommend;
     pub use crate::cache::{Cache, Commit, Policy, Stats};
     pub use crate::config::{get as config, OnMisuse};
     pub use crate::entry::{Checked, EntryPtr, HIDDEN_BYTES};

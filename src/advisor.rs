@@ -1,0 +1,1104 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The size advisor (docs/advisor.md): how many table reads the cache would
+//! have needed at other maximums, from the lookups it really got.
+//!
+//! Every `find` the cache sees is fed to one exact simulation per tracked
+//! size, all under the cache's policy, in one structure: a table has one
+//! *record* (found by one hash lookup) holding, as bitmasks over the
+//! tracked sizes, which simulated caches hold it, SIEVE's visited bits and
+//! which simulations it is the fresh entry of, plus one pair of list links
+//! per size. A find that hits every simulation costs the lookup and a few
+//! bit operations (LRU also relinks the record in each list). A simulated
+//! miss inserts the table in that simulation (evicting per policy when it
+//! is full): the caller's find after its commit then arrives as its own
+//! find, a hit on the fresh entry, exactly as in a real cache of that size.
+//! Pinning by requests in flight is not simulated.
+//!
+//! Records live while some simulation holds the table, so memory is
+//! bounded by the largest tracked size. This module knows nothing of C; the
+//! cache ([`crate::cache::Cache`]) owns an [`Advisor`] when it is on.
+
+use crate::cache::{Cache, Policy};
+use crate::index::OffsetIndex;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+const NIL: u32 = u32::MAX;
+
+/// In `Rec::inside`: the real cache holds the table and `by_slot` maps
+/// its slot to the record, which must stay while it does.
+const PINNED: u32 = 1 << 31;
+
+/// In `Rec::inside`: a real miss of the table awaits its commit and the
+/// find after it (the record is in `awaiting`), which must not count.
+const AWAITED: u32 = 1 << 30;
+
+/// Misses awaiting their commit that are remembered at most (a caller
+/// whose reads fail never commits; the oldest are forgotten).
+const MAX_AWAITING: usize = 256;
+
+/// Tracked sizes as fractions of the cache's maximum, smallest first: at
+/// least 1, at most [`MAX_TRACKED`], the maximum itself left out (the
+/// cache's own counters answer for it).
+const FRACTIONS: [(u64, u64); MAX_SIMS] = [(1, 2), (3, 2), (2, 1), (4, 1), (8, 1)];
+
+/// Simulations at most (sizes that coincide are simulated once).
+const MAX_SIMS: usize = 5;
+
+/// The largest size tracked.
+pub(crate) const MAX_TRACKED: u32 = 1 << 20;
+
+/// The sizes an advisor simulates for a cache of `max_entries`, ascending.
+pub fn tracked_sizes(max_entries: u32) -> Vec<u32> {
+    let mut sizes: Vec<u32> = FRACTIONS
+        .iter()
+        .map(|&(num, den)| {
+            let s = (u64::from(max_entries) * num / den).max(1);
+            if num > den {
+                s.min(u64::from(MAX_TRACKED)) as u32
+            } else {
+                s as u32
+            }
+        })
+        .filter(|&s| s != max_entries && (s < max_entries || max_entries < MAX_TRACKED))
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    offset: u64,
+    /// Bit k: simulation k holds the table.
+    inside: u32,
+    /// Bit k: SIEVE's visited bit in simulation k.
+    visited: u32,
+    /// Bit k: the table is simulation k's fresh entry (see [`Policy`]).
+    fresh: u32,
+    /// LRU only: the smallest simulation holding the table (its segment of
+    /// the one LRU stack), `sims.len()` for none.
+    seg: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sim {
+    max: u32,
+    len: u32,
+    head: u32,
+    tail: u32,
+    hand: u32,
+    fresh: u32,
+    /// FIFO: the ring position of the oldest table once the ring is full.
+    pos: u32,
+    misses: u64,
+}
+
+/// `v[i]` without a bounds check in release builds.
+///
+/// The advisor's hot paths index its arrays with record ids and simulation
+/// numbers it stored itself: every record id held by the index, a list, a
+/// ring, a hand, a boundary or the free list is below `recs.len()`
+/// (`new_rec` pushes a record before handing its id out and nothing
+/// shrinks `recs`), `next` or `lru` (by policy) grow with `recs`,
+/// and simulation numbers come from bits of `all`, below `sims.len()`
+/// (itself at most `MAX_SIMS`, the length of each `next` entry).
+/// Debug builds (and so every test) check each access.
+#[inline(always)]
+fn at<T>(v: &[T], i: u32) -> &T {
+    debug_assert!((i as usize) < v.len(), "advisor index {i} out of {}", v.len());
+    // SAFETY: in bounds by the invariant above (checked in debug builds).
+    unsafe { v.get_unchecked(i as usize) }
+}
+
+/// `&mut v[i]` without a bounds check in release builds (see [`at`]).
+#[inline(always)]
+fn at_mut<T>(v: &mut [T], i: u32) -> &mut T {
+    debug_assert!((i as usize) < v.len(), "advisor index {i} out of {}", v.len());
+    // SAFETY: in bounds by the invariant of [`at`] (checked in debug builds).
+    unsafe { v.get_unchecked_mut(i as usize) }
+}
+
+/// Exact simulations of the cache at several sizes, fed by its finds.
+#[derive(Debug, Clone)]
+pub struct Advisor {
+    /// The policy's find path, chosen once: no dispatch per find.
+    find_fn: fn(&mut Advisor, u64, Option<u32>),
+    policy: Policy,
+    max_entries: u32,
+    sims: Vec<Sim>,
+    /// Bits of every simulation.
+    all: u32,
+    recs: Vec<Rec>,
+    /// SIEVE: per record, its successor in each simulation's list (lists
+    /// are singly linked: only the hand removes, and it knows the record
+    /// before it).
+    next: Vec<[u32; MAX_SIMS]>,
+    /// LRU: per record, its links in the one stack.
+    lru: Vec<Link>,
+    /// FIFO: one ring of records per simulation, oldest at `pos` once
+    /// full (FIFO needs no links: it only ever evicts its oldest).
+    rings: Vec<Vec<u32>>,
+    /// LRU: the stack, most recent first, and its length.
+    lru_head: u32,
+    lru_tail: u32,
+    lru_len: u32,
+    /// LRU: the largest simulated size, the stack's depth.
+    lru_cap: u32,
+    free: Vec<u32>,
+    index: OffsetIndex,
+    /// The record of each of the real cache's slots that was hit since the
+    /// advisor started (NIL: none yet): a hit in the real cache finds its
+    /// record without a second hash lookup.
+    by_slot: Vec<u32>,
+    finds: u64,
+    /// The cache's misses when the advisor started.
+    base_misses: u64,
+    /// The offset the cache committed last, until the next find. The
+    /// caller finds a table right after committing it; with requests in
+    /// flight that find may come long after the miss that fed the
+    /// simulations (other requests ran between), so it must not count as
+    /// a reuse there: a simulation that holds the table leaves it as it
+    /// is (SIEVE does not mark it, LRU does not move it), as if the find
+    /// had followed the miss at once. One that does not hold it (a new
+    /// table the caller created, committed without a miss) takes it in.
+    committed: u64,
+    /// Records of real misses whose commit has not been found yet, oldest
+    /// first, one entry per miss.
+    awaiting: Vec<u32>,
+}
+
+/// `Advisor::committed` when no commit is pending.
+const NO_OFFSET: u64 = u64::MAX;
+
+impl Advisor {
+    /// An advisor for a cache of `max_entries` under `policy` that had
+    /// `misses_so_far` misses.
+    pub fn new(max_entries: u32, policy: Policy, misses_so_far: u64) -> Self {
+        let sims: Vec<Sim> = tracked_sizes(max_entries)
+            .into_iter()
+            .map(|max| Sim {
+                max,
+                len: 0,
+                head: NIL,
+                tail: NIL,
+                hand: NIL,
+                fresh: NIL,
+                pos: 0,
+                misses: 0,
+            })
+            .collect();
+        let n = sims.len();
+        let lru_cap = sims.last().map_or(0, |s| s.max);
+        let all = if sims.is_empty() {
+            0
+        } else {
+            u32::MAX >> (32 - sims.len())
+        };
+        Advisor {
+            find_fn: match policy {
+                Policy::Fifo => Advisor::on_find_fifo,
+                Policy::Lru => Advisor::on_find_lru,
+                Policy::Sieve => Advisor::on_find_sieve,
+            },
+            policy,
+            max_entries,
+            sims,
+            all,
+            recs: Vec::new(),
+            rings: vec![Vec::new(); if policy == Policy::Fifo { n } else { 0 }],
+            next: Vec::new(),
+            lru: Vec::new(),
+            lru_head: NIL,
+            lru_tail: NIL,
+            lru_len: 0,
+            lru_cap,
+            free: Vec::new(),
+            index: OffsetIndex::new(),
+            by_slot: Vec::new(),
+            finds: 0,
+            base_misses: misses_so_far,
+            committed: NO_OFFSET,
+            awaiting: Vec::new(),
+        }
+    }
+
+    /// The simulated sizes, ascending (the cache's own maximum excluded).
+    pub fn sizes(&self) -> Vec<u32> {
+        self.sims.iter().map(|s| s.max).collect()
+    }
+
+    /// The maximum of the cache this advisor was started for.
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+
+    /// Finds fed since the advisor started.
+    pub fn finds(&self) -> u64 {
+        self.finds
+    }
+
+    /// Misses simulated at `size`, if it is a simulated size.
+    pub fn simulated_misses(&self, size: u32) -> Option<u64> {
+        self.sims.iter().find(|s| s.max == size).map(|s| s.misses)
+    }
+
+    /// Tables tracked now (held by at least one simulation).
+    pub fn tracked_tables(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Heap bytes held (records, links, index, free list).
+    pub fn heap_bytes(&self) -> usize {
+        self.recs.capacity() * std::mem::size_of::<Rec>()
+            + self.next.capacity() * std::mem::size_of::<[u32; MAX_SIMS]>()
+            + self.lru.capacity() * std::mem::size_of::<Link>()
+            + self.free.capacity() * 4
+            + self.by_slot.capacity() * 4
+            + self.awaiting.capacity() * 4
+            + self.rings.iter().map(|r| r.capacity() * 4).sum::<usize>()
+            + self.index.heap_bytes()
+            + self.sims.capacity() * std::mem::size_of::<Sim>()
+    }
+
+    /// Bytes per tracked table at most: record, links (FIFO: its share of
+    /// the rings, which hold at most twice as many entries as there are
+    /// tables tracked) and index (counted as 16 bytes: 4 a bucket at its
+    /// lowest load, 1/4).
+    pub fn bytes_per_table(&self) -> usize {
+        let links = match self.policy {
+            Policy::Fifo => {
+                let sum: u64 = self.sims.iter().map(|s| u64::from(s.max)).sum();
+                let max = u64::from(self.sims.last().map_or(1, |s| s.max));
+                (4 * sum).div_ceil(max) as usize
+            }
+            Policy::Lru => std::mem::size_of::<Link>(),
+            Policy::Sieve => std::mem::size_of::<[u32; MAX_SIMS]>(),
+        };
+        std::mem::size_of::<Rec>() + links + 16
+    }
+
+    /// Feeds one find of the cache; `slot` is where the real cache holds
+    /// the table, if it does.
+    #[inline(always)]
+    pub fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+        (self.find_fn)(self, offset, slot)
+    }
+
+    /// The cache is committing `offset` (see `committed`).
+    pub fn on_commit(&mut self, offset: u64) {
+        self.committed = offset;
+    }
+
+    /// The real cache took its slot `slot` back (eviction).
+    pub fn on_remove(&mut self, slot: u32) {
+        let Some(r) = self.by_slot.get_mut(slot as usize) else {
+            return;
+        };
+        let r = std::mem::replace(r, NIL);
+        if r != NIL {
+            self.unpin(r);
+        }
+    }
+
+    /// The real cache was emptied.
+    pub fn on_drain(&mut self) {
+        for r in std::mem::take(&mut self.by_slot) {
+            if r != NIL {
+                self.unpin(r);
+            }
+        }
+    }
+
+    fn unpin(&mut self, r: u32) {
+        let n = self.sims.len() as u32;
+        let rec = at_mut(&mut self.recs, r);
+        rec.inside &= !PINNED;
+        // LRU keeps `inside` clear and tells stack membership by `seg`.
+        if rec.inside == 0 && rec.seg == n {
+            self.release(r);
+        }
+    }
+
+    /// The record of `offset`, created (in no simulation) if needed.
+    #[inline(always)]
+    fn lookup(&mut self, offset: u64) -> u32 {
+        let recs = &self.recs;
+        match self.index.get(offset, |s| at(recs, s).offset) {
+            Some(r) => r,
+            None => self.new_rec(offset),
+        }
+    }
+
+    /// The record of `offset`, which the real cache holds at `slot` if any.
+    #[inline(always)]
+    fn resolve(&mut self, offset: u64, slot: Option<u32>) -> u32 {
+        match slot {
+            Some(s) => match self.by_slot.get(s as usize) {
+                Some(&r) if r != NIL => r,
+                _ => self.pin(offset, s),
+            },
+            None => self.missed(offset),
+        }
+    }
+
+    /// A real miss: the caller will commit the table and find it again.
+    #[inline(never)]
+    fn missed(&mut self, offset: u64) -> u32 {
+        let r = self.lookup(offset);
+        at_mut(&mut self.recs, r).inside |= AWAITED;
+        self.awaiting.push(r);
+        if self.awaiting.len() > MAX_AWAITING {
+            let old = self.awaiting.remove(0);
+            self.settle_one(old);
+        }
+        r
+    }
+
+    /// The find after a commit of `r`: true when it follows a real miss
+    /// of `r` the simulations saw (then they must ignore it).
+    #[cold]
+    #[inline(never)]
+    fn settle(&mut self, r: u32) -> bool {
+        if at(&self.recs, r).inside & AWAITED == 0 {
+            return false;
+        }
+        if let Some(i) = self.awaiting.iter().position(|&x| x == r) {
+            self.awaiting.remove(i);
+        }
+        self.settle_one(r);
+        true
+    }
+
+    /// Clears `r`'s AWAITED bit unless another miss of it still awaits.
+    fn settle_one(&mut self, r: u32) {
+        if !self.awaiting.contains(&r) {
+            let n = self.sims.len() as u32;
+            let rec = at_mut(&mut self.recs, r);
+            rec.inside &= !AWAITED;
+            if rec.inside == 0 && rec.seg == n {
+                self.release(r);
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pin(&mut self, offset: u64, slot: u32) -> u32 {
+        let r = self.lookup(offset);
+        let s = slot as usize;
+        if self.by_slot.len() <= s {
+            self.by_slot.resize(s + 1, NIL);
+        }
+        self.by_slot[s] = r;
+        at_mut(&mut self.recs, r).inside |= PINNED;
+        r
+    }
+
+    #[inline(never)]
+    fn on_find_fifo(&mut self, offset: u64, slot: Option<u32>) {
+        if self.committed == offset {
+            return self.refind(offset, slot);
+        }
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
+        let missing = self.all & !at(&self.recs, r).inside;
+        if missing != 0 {
+            self.fifo_misses(r, missing);
+        }
+    }
+
+    /// Out of line, so that a find every simulation hits saves no registers.
+    #[inline(never)]
+    fn fifo_misses(&mut self, r: u32, mut missing: u32) {
+        while missing != 0 {
+            let k = missing.trailing_zeros() as usize;
+            missing &= missing - 1;
+            at_mut(&mut self.sims, k as u32).misses += 1;
+            self.insert_fifo(k, r);
+        }
+    }
+
+    #[inline(never)]
+    fn on_find_sieve(&mut self, offset: u64, slot: Option<u32>) {
+        if self.committed == offset {
+            return self.refind(offset, slot);
+        }
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
+        let rec = at_mut(&mut self.recs, r);
+        let inside = rec.inside;
+        // A hit marks the table visited, except where it is fresh.
+        rec.visited |= inside & !rec.fresh;
+        let missing = self.all & !inside;
+        if missing != 0 {
+            self.sieve_misses(r, missing);
+        }
+    }
+
+    /// Out of line, so that a find every simulation hits saves no registers.
+    #[inline(never)]
+    fn sieve_misses(&mut self, r: u32, mut missing: u32) {
+        while missing != 0 {
+            let k = missing.trailing_zeros() as usize;
+            missing &= missing - 1;
+            self.sieve_miss(k, r);
+        }
+    }
+
+    /// FIFO's insert: the newcomer takes the oldest's place in the ring.
+    #[inline(always)]
+    fn insert_fifo(&mut self, k: usize, r: u32) {
+        let bit = 1u32 << k;
+        let ring = at_mut(&mut self.rings, k as u32);
+        let sim = at_mut(&mut self.sims, k as u32);
+        if (ring.len() as u64) < u64::from(sim.max) {
+            ring.push(r);
+        } else {
+            let pos = sim.pos as usize;
+            let victim = std::mem::replace(at_mut(ring, pos as u32), r);
+            sim.pos = if pos + 1 == ring.len() { 0 } else { sim.pos + 1 };
+            let rec = at_mut(&mut self.recs, victim);
+            rec.inside &= !bit;
+            if rec.inside == 0 {
+                self.release(victim);
+            }
+        }
+        at_mut(&mut self.recs, r).inside |= bit;
+    }
+
+    /// Forgets a record no simulation holds any more.
+    fn release(&mut self, r: u32) {
+        let offset = at(&self.recs, r).offset;
+        let recs = &self.recs;
+        let removed = self.index.remove(offset, |s| at(recs, s).offset);
+        debug_assert!(removed);
+        self.free.push(r);
+    }
+
+    /// LRU is a stack algorithm (Mattson et al., 1970): a cache of size s
+    /// holds the s most recently used tables, so one stack, most recent
+    /// first, serves every size. `sims[k].tail` marks the last record
+    /// simulation k holds (depth `sims[k].max - 1`), NIL while the stack is
+    /// shorter; a record's `seg` is the smallest k holding it. A find of a
+    /// record of segment j misses in simulations 0..j and moves the record
+    /// to the top, pushing the last record of each of those down into the
+    /// next segment: O(j), O(1) for a hit in the smallest simulation.
+    #[inline(never)]
+    fn on_find_lru(&mut self, offset: u64, slot: Option<u32>) {
+        if self.committed == offset {
+            return self.refind(offset, slot);
+        }
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
+        self.lru_touch(r);
+    }
+
+    /// The caller's find right after its commit of `offset` (see
+    /// `committed`): ignored when it follows a real miss the simulations
+    /// saw; otherwise (a table the caller created, committed without a
+    /// miss) the simulations that do not hold it take it in, as a miss,
+    /// and those that do leave it as it is.
+    #[cold]
+    #[inline(never)]
+    fn refind(&mut self, offset: u64, slot: Option<u32>) {
+        self.committed = NO_OFFSET;
+        self.finds += 1;
+        let r = self.resolve(offset, slot);
+        if self.settle(r) {
+            return;
+        }
+        let n = self.sims.len() as u32;
+        let rec = at(&self.recs, r);
+        let missing = self.all & !rec.inside;
+        match self.policy {
+            Policy::Lru if rec.seg == n => self.lru_touch(r),
+            Policy::Lru => {}
+            Policy::Fifo if missing != 0 => self.fifo_misses(r, missing),
+            Policy::Sieve if missing != 0 => self.sieve_misses(r, missing),
+            Policy::Fifo | Policy::Sieve => {}
+        }
+    }
+
+    /// LRU: a find of record `r` (see `on_find_lru`).
+    #[inline(always)]
+    fn lru_touch(&mut self, r: u32) {
+        let n = self.sims.len() as u32;
+        let j = at(&self.recs, r).seg;
+        if r == self.lru_head {
+            // The top of the stack: in every simulation (sizes >= 1).
+            return;
+        }
+        let was_in_stack = j < n;
+        // Disjoint borrows: no reloads through `self` between the stores.
+        let Advisor {
+            sims,
+            recs,
+            lru,
+            lru_head,
+            lru_tail,
+            lru_len,
+            ..
+        } = self;
+        for k in 0..j {
+            let sim = at_mut(sims, k);
+            sim.misses += 1;
+            let b = sim.tail;
+            if b == NIL {
+                // The stack reaches depth max - 1 only now: its current
+                // last record (or `r` itself on an empty stack).
+                if sim.max == *lru_len + 1 {
+                    sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
+                }
+                continue;
+            }
+            at_mut(recs, b).seg += 1;
+            let above = at(lru, b).prev;
+            sim.tail = if above == NIL { r } else { above };
+        }
+        if was_in_stack {
+            let Link { prev, next } = *at(lru, r);
+            let sim = at_mut(sims, j);
+            if sim.tail == r {
+                // r was the last record of its segment: the one above
+                // takes its place.
+                sim.tail = prev;
+            }
+            // r is not the top: there is a record above it.
+            at_mut(lru, prev).next = next;
+            match next {
+                NIL => *lru_tail = prev,
+                x => at_mut(lru, x).prev = prev,
+            }
+        } else {
+            *lru_len += 1;
+        }
+        let head = *lru_head;
+        *at_mut(lru, r) = Link {
+            prev: NIL,
+            next: head,
+        };
+        match head {
+            NIL => *lru_tail = r,
+            h => at_mut(lru, h).prev = r,
+        }
+        *lru_head = r;
+        at_mut(recs, r).seg = 0;
+        if self.lru_len > self.lru_cap {
+            // The record pushed out of the largest simulation.
+            let victim = self.lru_tail;
+            debug_assert_eq!(at(&self.recs, victim).seg, n);
+            self.lru_unlink(victim);
+            self.lru_len -= 1;
+            if at(&self.recs, victim).inside == 0 {
+                self.release(victim);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn lru_unlink(&mut self, r: u32) {
+        let Link { prev, next } = *at(&self.lru, r);
+        match prev {
+            NIL => self.lru_head = next,
+            p => at_mut(&mut self.lru, p).next = next,
+        }
+        match next {
+            NIL => self.lru_tail = prev,
+            n => at_mut(&mut self.lru, n).prev = prev,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_rec(&mut self, offset: u64) -> u32 {
+        let rec = Rec {
+            offset,
+            inside: 0,
+            visited: 0,
+            fresh: 0,
+            seg: self.sims.len() as u32,
+        };
+        let r = match self.free.pop() {
+            Some(r) => {
+                *at_mut(&mut self.recs, r) = rec;
+                r
+            }
+            None => {
+                let r = u32::try_from(self.recs.len()).expect("tracked tables fit in u32");
+                let len = self.recs.len();
+                if len == self.recs.capacity() {
+                    // Geometric growth that stops at the most records there
+                    // can be (the largest simulation, the cache's own
+                    // tables pinned, misses awaiting their commit, a
+                    // newcomer), so no capacity is wasted.
+                    let bound = self.lru_cap as usize + self.max_entries as usize + MAX_AWAITING + 1;
+                    let want = (len * 2).max(16).min(bound).max(len + 1);
+                    self.recs.reserve_exact(want - len);
+                    match self.policy {
+                        Policy::Fifo => {}
+                        Policy::Lru => self.lru.reserve_exact(want - len),
+                        Policy::Sieve => self.next.reserve_exact(want - len),
+                    }
+                }
+                self.recs.push(rec);
+                match self.policy {
+                    Policy::Fifo => {}
+                    Policy::Lru => self.lru.push(Link { prev: NIL, next: NIL }),
+                    Policy::Sieve => self.next.push([NIL; MAX_SIMS]),
+                }
+                r
+            }
+        };
+        let recs = &self.recs;
+        self.index.insert(offset, r, |s| at(recs, s).offset);
+        r
+    }
+
+    /// A miss of record `r` in SIEVE simulation k: evict when full (the
+    /// hand sweeps from where it stopped, sparing visited tables once),
+    /// then append `r`, which becomes the fresh entry.
+    #[inline(always)]
+    fn sieve_miss(&mut self, k: usize, r: u32) {
+        let bit = 1u32 << k;
+        // Disjoint borrows: no reloads through `self` between the stores.
+        let Advisor { sims, recs, next, .. } = self;
+        let sim = at_mut(sims, k as u32);
+        sim.misses += 1;
+        let mut released = NIL;
+        if sim.len >= sim.max {
+            // `sim.pos` is the record before the hand. Nothing is pinned:
+            // within one lap every visited bit is cleared, so this ends.
+            let (mut before, mut hand) = (sim.pos, sim.hand);
+            loop {
+                if hand == NIL {
+                    before = NIL;
+                    hand = sim.head;
+                }
+                let rec = at_mut(recs, hand);
+                if rec.visited & bit == 0 {
+                    break;
+                }
+                rec.visited &= !bit;
+                before = hand;
+                hand = *at(&at(next, hand)[..], k as u32);
+            }
+            let after = *at(&at(next, hand)[..], k as u32);
+            if before == NIL {
+                sim.head = after;
+            } else {
+                *at_mut(&mut at_mut(next, before)[..], k as u32) = after;
+            }
+            if sim.tail == hand {
+                sim.tail = before;
+            }
+            sim.hand = after;
+            sim.pos = before;
+            sim.len -= 1;
+            if sim.fresh == hand {
+                sim.fresh = NIL;
+            }
+            let rec = at_mut(recs, hand);
+            rec.inside &= !bit;
+            rec.fresh &= !bit;
+            if rec.inside == 0 {
+                released = hand;
+            }
+        }
+        *at_mut(&mut at_mut(next, r)[..], k as u32) = NIL;
+        if sim.tail == NIL {
+            sim.head = r;
+        } else {
+            *at_mut(&mut at_mut(next, sim.tail)[..], k as u32) = r;
+        }
+        sim.tail = r;
+        if sim.fresh != NIL {
+            at_mut(recs, sim.fresh).fresh &= !bit;
+        }
+        sim.fresh = r;
+        sim.len += 1;
+        let rec = at_mut(recs, r);
+        rec.inside |= bit;
+        rec.fresh |= bit;
+        rec.visited &= !bit;
+        if released != NIL {
+            self.release(released);
+        }
+    }
+}
+
+/// Numbers caches in creation order, process-wide (lock-free: fork-safe).
+static CACHE_NUMBER: AtomicU64 = AtomicU64::new(0);
+/// The largest recommendation reported so far, process-wide.
+static LARGEST_RECOMMENDATION: AtomicU32 = AtomicU32::new(0);
+
+/// The advisor's place in a cache: the cache's number (for the report)
+/// and the advisor when it is on.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    number: u64,
+    /// The advisor, when on. The cache's `find` tests only this.
+    pub(crate) sim: Option<Box<Advisor>>,
+}
+
+impl Hook {
+    /// The hook of a new cache: on when `QED_L2_CACHE_REPORT=1`.
+    pub fn new(max_entries: u32, policy: Policy) -> Self {
+        let on = crate::config::get().report;
+        Hook {
+            number: CACHE_NUMBER.fetch_add(1, Ordering::Relaxed) + 1,
+            sim: on.then(|| Box::new(Advisor::new(max_entries, policy, 0))),
+        }
+    }
+
+    /// Starts the advisor afresh for a new maximum or policy, if it is on.
+    pub fn restart(&mut self, max_entries: u32, policy: Policy, misses_so_far: u64) {
+        if let Some(a) = self.sim.as_deref_mut() {
+            *a = Advisor::new(max_entries, policy, misses_so_far);
+        }
+    }
+}
+
+/// One point of the miss curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// Maximum number of cached tables.
+    pub size: u32,
+    /// Misses (table reads) at that size since the advisor started.
+    pub misses: u64,
+}
+
+impl<H: Copy> Cache<H> {
+    /// Turns the advisor on (started afresh if it was off) or off.
+    pub fn set_advisor(&mut self, on: bool) {
+        match (on, self.advisor.sim.is_some()) {
+            (true, false) => {
+                self.advisor.sim = Some(Box::new(Advisor::new(
+                    self.max_entries(),
+                    self.policy(),
+                    self.stats().misses,
+                )))
+            }
+            (false, true) => self.advisor.sim = None,
+            _ => {}
+        }
+    }
+
+    /// The advisor, when on.
+    pub fn advisor(&self) -> Option<&Advisor> {
+        self.advisor.sim.as_deref()
+    }
+
+    /// The cache's number in creation order (process-wide, from 1).
+    pub fn number(&self) -> u64 {
+        self.advisor.number
+    }
+
+    /// Misses the cache would have had since the advisor started with a
+    /// maximum of `size`; `None` when the advisor is off or does not track
+    /// that size. At the cache's own maximum: the misses it had.
+    pub fn predict_misses(&self, size: u32) -> Option<u64> {
+        let a = self.advisor()?;
+        if size == a.max_entries {
+            Some(self.stats().misses - a.base_misses)
+        } else {
+            a.simulated_misses(size)
+        }
+    }
+
+    /// The miss curve, ascending sizes, the cache's own maximum included.
+    pub fn miss_curve(&self) -> Vec<Point> {
+        let Some(a) = self.advisor() else {
+            return Vec::new();
+        };
+        let mut sizes = a.sizes();
+        sizes.push(a.max_entries);
+        sizes.sort_unstable();
+        sizes
+            .into_iter()
+            .filter_map(|size| {
+                Some(Point {
+                    size,
+                    misses: self.predict_misses(size)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The smallest size whose hit ratio is within one point of the best on
+/// `curve` (over `finds` finds). `None` without finds.
+pub fn recommend(curve: &[Point], finds: u64) -> Option<u32> {
+    if finds == 0 || curve.is_empty() {
+        return None;
+    }
+    let ratio = |p: &Point| 1.0 - p.misses as f64 / finds as f64;
+    let best = curve.iter().map(ratio).fold(f64::MIN, f64::max);
+    curve
+        .iter()
+        .filter(|p| ratio(p) >= best - 0.01)
+        .map(|p| p.size)
+        .min()
+}
+
+/// The report's lines for `cache` (without newlines), given the largest
+/// recommendation of the caches reported before it.
+pub fn report_lines<H: Copy>(cache: &Cache<H>, largest_before: u32) -> (Vec<String>, Option<u32>) {
+    let s = cache.stats();
+    let n = cache.number();
+    let mut lines = vec![format!(
+        "qed-l2-cache: report for cache {n} (policy {}, QED_L2_CACHE_SIZE={}): {} hits, {} misses, \
+         {} commits ({} duplicate), {} evictions, at most {} tables cached",
+        cache.policy().name(),
+        cache.max_entries(),
+        s.hits,
+        s.misses,
+        s.commits,
+        s.duplicate_commits,
+        s.evictions,
+        s.peak_entries
+    )];
+    let Some(a) = cache.advisor() else {
+        lines.push(format!(
+            "qed-l2-cache: cache {n}: size advisor off (qed_l2_cache_set_advisor), no prediction"
+        ));
+        return (lines, None);
+    };
+    let curve = cache.miss_curve();
+    let finds = a.finds();
+    let mut reads = format!("qed-l2-cache: cache {n}: table reads over {finds} finds by maximum size:");
+    for p in &curve {
+        let pct = if finds == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - p.misses as f64 / finds as f64)
+        };
+        let now = if p.size == a.max_entries { " (now)" } else { "" };
+        let _ = write!(reads, " {}{now}: {} ({pct:.1}% hits);", p.size, p.misses);
+    }
+    reads.pop();
+    lines.push(reads);
+    let Some(rec) = recommend(&curve, finds) else {
+        lines.push(format!("qed-l2-cache: cache {n}: no lookups, no recommendation"));
+        return (lines, None);
+    };
+    let largest = largest_before.max(rec);
+    let best = curve
+        .iter()
+        .map(|p| 100.0 * (1.0 - p.misses as f64 / finds as f64))
+        .fold(f64::MIN, f64::max);
+    let verb = if rec == cache.max_entries() { "keep" } else { "set" };
+    lines.push(format!(
+        "qed-l2-cache: cache {n}: {verb} QED_L2_CACHE_SIZE={rec}: the smallest size tracked within 1 point \
+         of the best hit ratio tracked ({best:.1}%)"
+    ));
+    lines.push(format!(
+        "qed-l2-cache: the size is process-wide; for every cache reported so far set QED_L2_CACHE_SIZE={largest}"
+    ));
+    (lines, Some(rec))
+}
+
+/// Writes one line to stderr with a single `write(2)`: no lock a `fork()`
+/// could leave held.
+pub fn write_stderr_line(line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    // SAFETY: `buf` is valid for `buf.len()` bytes; a failed or short
+    // write loses (part of) a report line, nothing else.
+    let _ = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
+}
+
+/// Prints the report of a cache being freed, when `QED_L2_CACHE_REPORT=1`.
+pub fn print_report<H: Copy>(cache: &Cache<H>) {
+    if !crate::config::get().report {
+        return;
+    }
+    let before = LARGEST_RECOMMENDATION.load(Ordering::Relaxed);
+    let (lines, rec) = report_lines(cache, before);
+    if let Some(rec) = rec {
+        LARGEST_RECOMMENDATION.fetch_max(rec, Ordering::Relaxed);
+    }
+    for line in &lines {
+        write_stderr_line(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The caller's read path on a real cache: find; on a miss commit and
+    /// find again. Returns true on a miss.
+    fn read(c: &mut Cache<u64>, off: u64) -> bool {
+        if c.find(off).is_some() {
+            return false;
+        }
+        c.commit(off, off, |_| false, |_| {});
+        assert!(c.find(off).is_some());
+        true
+    }
+
+    fn stream(n: usize, tables: u64, seed: u64) -> Vec<u64> {
+        let mut x = seed;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // A hot set of 8 half the time, a loop over all otherwise.
+                let t = if x & 1 == 0 {
+                    x % 8
+                } else {
+                    (i as u64 / 3) % tables
+                };
+                (t + 1) << 16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sizes_cover_the_contract() {
+        assert_eq!(tracked_sizes(50), vec![25, 75, 100, 200, 400]);
+        assert_eq!(tracked_sizes(1), vec![2, 4, 8]);
+        assert_eq!(tracked_sizes(3), vec![1, 4, 6, 12, 24]);
+        assert_eq!(tracked_sizes(2), vec![1, 3, 4, 8, 16]);
+        let big = tracked_sizes(300_000);
+        assert_eq!(*big.last().unwrap(), MAX_TRACKED);
+        assert!(big.contains(&150_000) && big.contains(&600_000));
+        let huge = tracked_sizes(MAX_TRACKED);
+        assert!(huge.iter().all(|&s| s < MAX_TRACKED), "{huge:?}");
+    }
+
+    #[test]
+    fn predictions_equal_real_caches_exactly() {
+        for policy in Policy::ALL {
+            let offs = stream(if cfg!(miri) { 600 } else { 20_000 }, 120, 99);
+            let mut c: Cache<u64> = Cache::new(20, policy);
+            c.set_advisor(true);
+            for &o in &offs {
+                read(&mut c, o);
+            }
+            for size in c.advisor().unwrap().sizes() {
+                let mut real: Cache<u64> = Cache::new(size, policy);
+                let misses = offs.iter().filter(|&&o| read(&mut real, o)).count() as u64;
+                assert_eq!(c.predict_misses(size), Some(misses), "{policy:?} size {size}");
+            }
+            assert_eq!(c.predict_misses(20), Some(c.stats().misses));
+            assert_eq!(c.predict_misses(21), None);
+        }
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_largest_size() {
+        let mut c: Cache<u64> = Cache::new(10, Policy::Sieve);
+        c.set_advisor(true);
+        for i in 0..if cfg!(miri) { 400u64 } else { 100_000 } {
+            read(&mut c, (i % 5000 + 1) << 16);
+        }
+        let a = c.advisor().unwrap();
+        // The largest simulation, plus the cache's own 10 (pinned).
+        assert!(a.tracked_tables() <= 90, "{}", a.tracked_tables());
+        assert!(a.recs.len() <= 91, "one more while a newcomer waits for room");
+        assert_eq!(a.bytes_per_table(), 24 + 5 * 4 + 16);
+        // A caller whose reads all fail: misses never committed.
+        let mut c: Cache<u64> = Cache::new(10, Policy::Lru);
+        c.set_advisor(true);
+        for i in 0..if cfg!(miri) { 400u64 } else { 2_000 } {
+            c.find((i + 1) << 16);
+        }
+        let a = c.advisor().unwrap();
+        let bound = 80 + MAX_AWAITING;
+        assert!(a.tracked_tables() <= bound, "{}", a.tracked_tables());
+        assert_eq!(a.awaiting.len(), MAX_AWAITING);
+    }
+
+    #[test]
+    fn restart_and_switch() {
+        let mut c: Cache<u64> = Cache::new(10, Policy::Fifo);
+        assert!(c.predict_misses(10).is_none(), "off by default");
+        c.set_advisor(true);
+        for i in 0..100u64 {
+            read(&mut c, (i % 30 + 1) << 16);
+        }
+        assert_eq!(c.predict_misses(10), Some(c.stats().misses));
+        assert!(c.predict_misses(40).unwrap() < c.stats().misses);
+        c.set_max_entries(20, |_| false, |_| {});
+        assert_eq!(c.predict_misses(20), Some(0), "restarted");
+        assert_eq!(c.predict_misses(40), Some(0));
+        assert_eq!(c.predict_misses(160), Some(0));
+        read(&mut c, 999 << 16);
+        assert_eq!(c.predict_misses(160), Some(1));
+        c.set_policy(Policy::Lru);
+        assert_eq!(c.predict_misses(160), Some(0));
+        assert_eq!(c.advisor().unwrap().finds(), 0);
+        c.set_advisor(false);
+        assert!(c.predict_misses(20).is_none());
+    }
+
+    #[test]
+    fn recommendation_is_smallest_within_one_point() {
+        let curve = [
+            Point {
+                size: 10,
+                misses: 500,
+            },
+            Point {
+                size: 20,
+                misses: 100,
+            },
+            Point { size: 40, misses: 95 },
+            Point { size: 80, misses: 90 },
+        ];
+        assert_eq!(recommend(&curve, 1000), Some(20));
+        assert_eq!(recommend(&curve, 0), None);
+        let steep = [
+            Point {
+                size: 10,
+                misses: 500,
+            },
+            Point {
+                size: 20,
+                misses: 300,
+            },
+        ];
+        assert_eq!(recommend(&steep, 1000), Some(20));
+    }
+
+    #[test]
+    fn report_names_cache_counters_sizes_and_setting() {
+        let mut c: Cache<u64> = Cache::new(4, Policy::Lru);
+        c.set_advisor(true);
+        for i in 0..1000u64 {
+            read(&mut c, (i % 12 + 1) << 16);
+        }
+        let (lines, rec) = report_lines(&c, 64);
+        assert!(lines.iter().all(|l| l.starts_with("qed-l2-cache:")), "{lines:?}");
+        assert_eq!(rec, Some(16), "{lines:?}");
+        assert!(lines[0].contains(&format!("cache {}", c.number())));
+        assert!(lines[0].contains("1000 misses"), "{}", lines[0]);
+        assert!(
+            lines[1].contains(" 16: 12 (") && lines[1].contains("4 (now): 1000"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("set QED_L2_CACHE_SIZE=16"), "{}", lines[2]);
+        assert!(lines[3].contains("QED_L2_CACHE_SIZE=64"), "{}", lines[3]);
+        c.set_advisor(false);
+        let (lines, rec) = report_lines(&c, 0);
+        assert_eq!((lines.len(), rec), (2, None));
+    }
+
+    #[test]
+    fn numbers_grow_in_creation_order() {
+        let a: Cache<u64> = Cache::new(1, Policy::Fifo);
+        let b: Cache<u64> = Cache::new(1, Policy::Fifo);
+        assert!(b.number() > a.number());
+    }
+}

@@ -73,17 +73,19 @@ def main() -> int:
     out = subprocess.run([readelf, "--dyn-syms", "-W", a.library], check=True, text=True,
                          stdout=subprocess.PIPE).stdout
     exported = {}
-    version_nodes = set()
     for line in out.splitlines():
         f = line.split()
         if len(f) < 8 or not f[0].rstrip(":").isdigit() or f[6] == "UND" or f[4] == "LOCAL":
             continue
-        name = f[7]
-        if f[6] == "ABS" and f[3] == "OBJECT":  # a version definition
-            version_nodes.add(name)
+        if f[6] == "ABS" and f[3] == "OBJECT":  # GNU ld's symbol for a version node
             continue
-        sym, _, version = name.partition("@@")
+        sym, _, version = f[7].partition("@@")
         exported[sym] = version
+    # The version definitions (.gnu.version_d), but the file's own (BASE).
+    verdefs = subprocess.run([readelf, "-V", "-W", a.library], check=True, text=True,
+                             stdout=subprocess.PIPE).stdout
+    version_nodes = set(re.findall(r"Flags: (?!BASE)\S+\s+Index: \d+\s+Cnt: \d+\s+Name: (\S+)",
+                                   verdefs))
 
     check(set(exported) == declared,
           f"exports exactly the {len(declared)} functions of the header"

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! Generates the C header with cbindgen into OUT_DIR on every build; with
 //! QED_L2_CACHE_UPDATE_HEADER=1 it also writes include/qed_l2_cache.h, the
-//! committed copy (a test fails when that copy is stale). Also sets the
-//! shared library's soname.
+//! committed copy (a test fails when that copy is stale).
+//!
+//! No soname here: `cargo build` makes a plain `libqed_l2_cache.so` that a C
+//! program links with `-lqed_l2_cache`; the installed library, with its
+//! soname and symbol versions, is linked by meson (meson.build).
 
 use std::env;
 use std::path::PathBuf;
-
-/// The soname's major version: bumped only on an ABI break.
-const SONAME_MAJOR: &str = "0";
 
 fn main() {
     let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -24,10 +24,6 @@ fn main() {
     if env::var_os("QED_L2_CACHE_UPDATE_HEADER").is_some_and(|v| v == "1") {
         std::fs::copy(&header, crate_dir.join("include/qed_l2_cache.h"))
             .expect("write include/qed_l2_cache.h");
-    }
-    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if target_os == "linux" {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libqed_l2_cache.so.{SONAME_MAJOR}");
     }
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");

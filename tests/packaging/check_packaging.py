@@ -21,7 +21,7 @@ Scratch files live in BUILD_ROOT/packaging-tests/MODE, kept after a failure.
 Usage (meson runs it, see tests/packaging/meson.build):
   check_packaging.py MODE --source-root S --build-root B --version V
       --soname libqed_l2_cache.so.0 --real-name libqed_l2_cache.so.V
-      [--install-static] [--cargo-target-dir D] [--optimization O]
+      [--install-static] [--libs-private LIBS] [--cargo-target-dir D] [--optimization O]
       [--meson PATH] [--fresh-cargo]
 """
 import argparse
@@ -137,6 +137,9 @@ def mode_install(a, meson, work: str) -> None:
     print(pc.rstrip())
     check(re.search(r"^Version: " + re.escape(a.version) + "$", pc, re.M) is not None,
           f"qed-l2-cache.pc has Version: {a.version}")
+    m = re.search(r"^Libs\.private: (.*)$", pc, re.M)
+    check(m is not None and m.group(1).split() == a.libs_private.split(),
+          f"qed-l2-cache.pc has Libs.private: {a.libs_private} (rustc --print native-static-libs)")
 
     # pkg-config sees the staged tree through its sysroot: -L and -I point
     # into destdir although the .pc file says prefix=PREFIX.
@@ -191,8 +194,9 @@ def mode_subproject(a, meson, work: str) -> None:
     check(introspect(meson, build, "--tests") == [], "the subproject registers no tests")
     sub_targets = [t for t in introspect(meson, build, "--targets")
                    if t.get("subproject") == "qed-l2-cache"]
-    check([t["name"] for t in sub_targets] == ["qed_l2_cache"],
-          "the subproject defines only the library target (no tests, examples)")
+    check(sorted(t["name"] for t in sub_targets) == ["qed_l2_cache", "qed_l2_cache_rust"],
+          "the subproject defines only the library targets (cargo's staticlib, the shared "
+          "library; no tests, examples)")
 
     run(meson + ["compile", "-C", build], env=env)
     exe = os.path.join(build, "consumer")
@@ -213,6 +217,8 @@ def main() -> int:
     p.add_argument("--soname", required=True)
     p.add_argument("--real-name", required=True)
     p.add_argument("--install-static", action="store_true")
+    p.add_argument("--libs-private", default="",
+                   help="what Libs.private must list, space-separated")
     p.add_argument("--cargo-target-dir", default="")
     p.add_argument("--optimization", default="2")
     p.add_argument("--meson", default="meson",

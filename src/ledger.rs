@@ -89,7 +89,9 @@ impl KeyTable {
     fn find(&self, key: u64) -> Option<usize> {
         let mut i = hash(key) & self.mask;
         loop {
-            match self.slots[i].load(Ordering::Acquire) {
+            // SAFETY: `mask` is the slot count minus one (a power of two),
+            // so `i` is always in bounds.
+            match unsafe { self.slots.get_unchecked(i) }.load(Ordering::Acquire) {
                 k if k == key => return Some(i),
                 EMPTY => return None,
                 _ => i = (i + 1) & self.mask,

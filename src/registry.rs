@@ -82,6 +82,10 @@ static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()
 
 #[inline(always)]
 fn position(number: u32) -> (usize, usize) {
+    if number as usize <= FIRST_SEGMENT {
+        // The usual case: a process with up to 64 caches at once.
+        return (0, number as usize - 1);
+    }
     let j = number as usize - 1 + FIRST_SEGMENT;
     let s = (usize::BITS - 1 - j.leading_zeros()) as usize - FIRST_SEGMENT.trailing_zeros() as usize;
     (s, j - (FIRST_SEGMENT << s))

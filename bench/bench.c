@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "baseline.h"
+#include "bench_util.h"
 #include "qed_l2_cache.h"
 
 #define RUNS 11
@@ -75,19 +76,6 @@ static uint64_t table_off(uint64_t i)
     return 0x100000ull + i * 0x40000ull;
 }
 
-/*
- * A uniform index below n from a xorshift64 state: a few cycles and no
- * memory traffic, so the timed loops measure the cache alone.
- */
-static inline uint64_t pick(uint64_t *x, unsigned n)
-{
-    uint64_t v = *x;
-    v ^= v << 13;
-    v ^= v >> 7;
-    v ^= v << 17;
-    *x = v;
-    return ((v & 0xFFFFFFFFu) * n) >> 32;
-}
 
 /*
  * The two implementations behind one set of names, so every loop below is

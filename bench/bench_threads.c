@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "baseline.h"
+#include "bench_util.h"
 #include "qed_l2_cache.h"
 
 #define CAPACITY 50
@@ -40,15 +41,6 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-static inline uint64_t pick(uint64_t *x, unsigned n)
-{
-    uint64_t v = *x;
-    v ^= v << 13;
-    v ^= v >> 7;
-    v ^= v << 17;
-    *x = v;
-    return ((v & 0xFFFFFFFFu) * n) >> 32;
-}
 
 static uint64_t table_off(uint64_t i)
 {

@@ -79,25 +79,22 @@ impl Config {
             "expected abort or warn (default abort)",
             &|s| ["abort", "warn"].iter().position(|&v| v == s).map(|i| i as u32),
         );
+        // The on/off switches: "1" on, "0" or empty off.
+        let switch = |s: &str| {
+            ["0", "1", ""]
+                .iter()
+                .position(|&v| v == s)
+                .map(|i| (i == 1) as u32)
+        };
         let trace = read(
             "QED_L2_CACHE_TRACE",
             "expected 1 (on) or 0 (off, the default)",
-            &|s| {
-                ["0", "1", ""]
-                    .iter()
-                    .position(|&v| v == s)
-                    .map(|i| (i == 1) as u32)
-            },
+            &switch,
         );
         let report = read(
             "QED_L2_CACHE_REPORT",
             "expected 1 (on) or 0 (off, the default)",
-            &|s| {
-                ["0", "1", ""]
-                    .iter()
-                    .position(|&v| v == s)
-                    .map(|i| (i == 1) as u32)
-            },
+            &switch,
         );
         Config {
             max_entries: max_entries.unwrap_or(defaults.max_entries),

@@ -222,7 +222,7 @@ extern "C" fn on_thread_exit(ledger: *mut libc::c_void) {
     // A later call on this thread (from another thread-exit destructor)
     // takes a ledger afresh instead of using one another thread may own.
     MINE.with(|m| m.set(null_mut()));
-    MY_LIVE.with(|m| m.set(std::ptr::null()));
+    forget_live();
     if let Some(ledger) = NonNull::new(ledger.cast::<Ledger>()) {
         // SAFETY: the value was set by `current` to a live ledger, and
         // ledgers are freed only at unload, which deletes the key first.
@@ -275,17 +275,37 @@ thread_local! {
     /// The calling thread's ledger: a copy of the thread key's value that
     /// is cheaper to read (no destructor: the key's does the work).
     static MINE: std::cell::Cell<*mut Ledger> = const { std::cell::Cell::new(null_mut()) };
-    /// The calling thread's live table, for the one lookup every unref
-    /// makes: two loads (this, then the slot) instead of four (ledger,
-    /// table, header, slot). Only this thread replaces that table
-    /// (`Ledger::rebuild`), and it updates this copy when it does.
-    static MY_LIVE: std::cell::Cell<*const KeyTable> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// The calling thread's live table (its slots and mask), for the one
+    /// lookup every unref makes: the slot is one load away from here
+    /// instead of four (ledger, table, header, slot). Only this thread
+    /// replaces that table (`Ledger::rebuild`), and it updates this copy
+    /// when it does.
+    static MY_LIVE: LiveView = const {
+        LiveView {
+            slots: std::cell::Cell::new(std::ptr::null()),
+            mask: std::cell::Cell::new(0),
+        }
+    };
+}
+
+/// See `MY_LIVE`.
+struct LiveView {
+    slots: std::cell::Cell<*const AtomicU64>,
+    mask: std::cell::Cell<usize>,
 }
 
 /// Points the calling thread's copy at its live table.
 fn remember_live(ledger: &Ledger) {
-    let t: *const KeyTable = ledger.live.get();
-    MY_LIVE.with(|m| m.set(t));
+    let t = ledger.live.get();
+    MY_LIVE.with(|m| {
+        m.slots.set(t.slots.as_ptr());
+        m.mask.set(t.mask);
+    });
+}
+
+/// Forgets the calling thread's copy.
+fn forget_live() {
+    MY_LIVE.with(|m| m.slots.set(std::ptr::null()));
 }
 
 #[cold]
@@ -406,11 +426,17 @@ pub fn record_alloc(block: NonNull<EntryBlock>) {
 #[inline(always)]
 pub fn classify(block: *const EntryBlock) -> Found {
     let key = key_of(block);
-    let live = MY_LIVE.with(|m| m.get());
-    // SAFETY: a non-null copy is this thread's live table (see MY_LIVE).
-    if let Some(live) = unsafe { live.as_ref() } {
-        if live.find(key).is_some() {
-            return Found::Live;
+    let (slots, mask) = MY_LIVE.with(|m| (m.slots.get(), m.mask.get()));
+    if !slots.is_null() {
+        let mut i = hash(key) & mask;
+        loop {
+            // SAFETY: a non-null copy is this thread's live table, `mask`
+            // its slot count minus one (see MY_LIVE), so `i` is in bounds.
+            match unsafe { (*slots.add(i)).load(Ordering::Acquire) } {
+                k if k == key => return Found::Live,
+                EMPTY => break,
+                _ => i = (i + 1) & mask,
+            }
         }
     }
     classify_rest(key)
@@ -583,6 +609,6 @@ pub fn release_all_at_unload() -> bool {
         }
     }
     MINE.with(|m| m.set(null_mut()));
-    MY_LIVE.with(|m| m.set(std::ptr::null()));
+    forget_live();
     true
 }

@@ -78,7 +78,23 @@ struct Slot {
 const FIRST_SEGMENT: usize = 64;
 const SEGMENTS: usize = 27;
 
+/// Segments 1 and up, allocated when first needed.
 static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()) }; SEGMENTS];
+
+/// Segment 0, static: the slot of a process's first 64 caches is found
+/// without loading a segment pointer.
+static FIRST: [Slot; FIRST_SEGMENT] = [const {
+    Slot {
+        owner: AtomicU64::new(0),
+        state: UnsafeCell::new(None),
+    }
+}; FIRST_SEGMENT];
+
+// SAFETY: a slot's state is reached only by the cache that owns it (its
+// owner word, published with Release after the state is written), whose
+// calls the caller serializes, and by `register`/`unregister` under the
+// registry lock while no one else owns it.
+unsafe impl Sync for Slot {}
 
 #[inline(always)]
 fn position(number: u32) -> (usize, usize) {
@@ -96,6 +112,9 @@ fn position(number: u32) -> (usize, usize) {
 fn slot(number: u32) -> Option<&'static Slot> {
     if number == 0 {
         return None;
+    }
+    if let Some(first) = FIRST.get(number as usize - 1) {
+        return Some(first);
     }
     let (s, i) = position(number);
     let seg = SEGMENT.get(s)?.load(Ordering::Acquire);
@@ -127,7 +146,7 @@ fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
 /// Makes sure slot `number`'s segment exists (registry lock held).
 fn grow_to(number: u32) {
     let (s, _) = position(number);
-    if SEGMENT[s].load(Ordering::Acquire).is_null() {
+    if s > 0 && SEGMENT[s].load(Ordering::Acquire).is_null() {
         let slots: Box<[Slot]> = (0..FIRST_SEGMENT << s)
             .map(|_| Slot {
                 owner: AtomicU64::new(0),

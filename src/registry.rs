@@ -82,13 +82,16 @@ const SEGMENTS: usize = 27;
 static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()) }; SEGMENTS];
 
 /// Segment 0, static: the slot of a process's first 64 caches is found
-/// without loading a segment pointer.
-static FIRST: [Slot; FIRST_SEGMENT] = [const {
+/// without loading a segment pointer. (Under Miri segment 0 is allocated
+/// like the others: Stacked Borrows would retag the whole static array on
+/// every lookup.)
+const FIRST_STATIC: usize = if cfg!(miri) { 0 } else { FIRST_SEGMENT };
+static FIRST: [Slot; FIRST_STATIC] = [const {
     Slot {
         owner: AtomicU64::new(0),
         state: UnsafeCell::new(None),
     }
-}; FIRST_SEGMENT];
+}; FIRST_STATIC];
 
 // SAFETY: a slot's state is reached only by the cache that owns it (its
 // owner word, published with Release after the state is written), whose
@@ -146,7 +149,7 @@ fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
 /// Makes sure slot `number`'s segment exists (registry lock held).
 fn grow_to(number: u32) {
     let (s, _) = position(number);
-    if s > 0 && SEGMENT[s].load(Ordering::Acquire).is_null() {
+    if (s > 0 || FIRST_STATIC == 0) && SEGMENT[s].load(Ordering::Acquire).is_null() {
         let slots: Box<[Slot]> = (0..FIRST_SEGMENT << s)
             .map(|_| Slot {
                 owner: AtomicU64::new(0),

@@ -904,17 +904,6 @@ pub fn report_lines<H: Copy>(cache: &Cache<H>, largest_before: u32) -> (Vec<Stri
     (lines, Some(rec))
 }
 
-/// Writes one line to stderr with a single `write(2)`: no lock a `fork()`
-/// could leave held.
-pub fn write_stderr_line(line: &str) {
-    let mut buf = Vec::with_capacity(line.len() + 1);
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    // SAFETY: `buf` is valid for `buf.len()` bytes; a failed or short
-    // write loses (part of) a report line, nothing else.
-    let _ = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
-}
-
 /// Prints the report of a cache being freed, when `QED_L2_CACHE_REPORT=1`.
 pub fn print_report<H: Copy>(cache: &Cache<H>) {
     if !crate::config::get().report {
@@ -926,7 +915,7 @@ pub fn print_report<H: Copy>(cache: &Cache<H>) {
         LARGEST_RECOMMENDATION.fetch_max(rec, Ordering::Relaxed);
     }
     for line in &lines {
-        write_stderr_line(line);
+        crate::diag::write_line(format_args!("{line}"));
     }
 }
 

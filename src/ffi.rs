@@ -300,7 +300,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             return;
         }
         let owner = l2_cache as usize;
-        if let Some(mut stale) = registry::number_at(owner).and_then(|n| registry::unregister(owner, n)) {
+        if let Some(mut stale) = registry::unregister_at(owner) {
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
             // the struct's old contents. A cache from before a fork (in a
@@ -320,10 +320,9 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             last_link: hide(owner),
             n_entries: 0,
         };
-        let number = registry::register(owner, |serial| CacheState {
+        let number = registry::register(owner, || CacheState {
             core: Cache::new(cfg.max_entries, cfg.policy),
             written,
-            serial,
             fork_generation: registry::fork_generation(),
         });
         // SAFETY: non-null, aligned and writable per the caller's guarantee.

@@ -439,15 +439,17 @@ pub fn classify(block: *const EntryBlock) -> Found {
             }
         }
     }
-    classify_rest(key)
+    classify_rest(key, slots.is_null())
 }
 
 /// [`classify`] when the entry is not live in the calling thread's ledger.
 #[cold]
 #[inline(never)]
-fn classify_rest(key: u64) -> Found {
+fn classify_rest(key: u64, live_unchecked: bool) -> Found {
     let me = current();
-    if me.live.get().find(key).is_some() {
+    // The thread's live table was searched already unless this thread had
+    // no view of it yet (its first call: `current` just claimed a ledger).
+    if live_unchecked && me.live.get().find(key).is_some() {
         return Found::Live;
     }
     if me.released.get().find(key).is_some() {

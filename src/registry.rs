@@ -45,8 +45,6 @@ pub struct CacheState {
     /// What the library last wrote into the struct's list head; a struct
     /// whose head differs was not left as the library left it.
     pub written: HeadWords,
-    /// The cache's number in init order (1 = first of the process).
-    pub serial: u64,
     /// Forks (in this process's ancestry) before the cache was created: a
     /// cache from before a fork may belong to a thread the child lacks.
     pub fork_generation: u64,
@@ -130,7 +128,6 @@ struct Numbers {
     free: Vec<u32>,
     next: u32,
     by_owner: HashMap<u64, u32>,
-    serial: u64,
 }
 
 static NUMBERS: Locked<Option<Numbers>> = Locked::new(None);
@@ -141,7 +138,6 @@ fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
             free: Vec::new(),
             next: 1,
             by_owner: HashMap::new(),
-            serial: 0,
         }))
     })
 }
@@ -160,9 +156,9 @@ fn grow_to(number: u32) {
     }
 }
 
-/// Records a new cache at `owner` and returns its number; `make` builds
-/// its state given its serial number.
-pub fn register(owner: usize, make: impl FnOnce(u64) -> CacheState) -> u32 {
+/// Records a new cache at `owner`, with the state `make` builds, and
+/// returns its number.
+pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
     crate::sync::setup();
     numbers(|n| {
         let number = n.free.pop().unwrap_or_else(|| {
@@ -170,11 +166,10 @@ pub fn register(owner: usize, make: impl FnOnce(u64) -> CacheState) -> u32 {
             n.next - 1
         });
         grow_to(number);
-        n.serial += 1;
         let slot = slot(number).expect("segment just made");
         // SAFETY: the slot is free (owner 0), so no one reads its state;
         // the Release store below publishes it.
-        unsafe { *slot.state.get() = Some(make(n.serial)) };
+        unsafe { *slot.state.get() = Some(make()) };
         slot.owner.store(hide(owner), Ordering::Release);
         n.by_owner.insert(hide(owner), number);
         number
@@ -217,25 +212,32 @@ unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, &'a mut CacheState)> {
     unsafe { (*s.state.get()).as_mut().map(|state| (number, state)) }
 }
 
-/// The number of the live cache at `owner`, without reading the struct.
-pub fn number_at(owner: usize) -> Option<u32> {
-    numbers(|n| n.by_owner.get(&hide(owner)).copied())
+/// Takes the live cache at `owner`, if any, out of the registry, found
+/// without reading the struct.
+pub fn unregister_at(owner: usize) -> Option<CacheState> {
+    numbers(|n| {
+        let number = n.by_owner.get(&hide(owner)).copied()?;
+        take(n, owner, number)
+    })
 }
 
 /// Takes the cache numbered `number` (at `owner`) out of the registry.
 pub fn unregister(owner: usize, number: u32) -> Option<CacheState> {
-    numbers(|n| {
-        let s = slot(number)?;
-        if s.owner.load(Ordering::Acquire) != hide(owner) {
-            return None;
-        }
-        n.by_owner.remove(&hide(owner));
-        s.owner.store(0, Ordering::Release);
-        n.free.push(number);
-        // SAFETY: the owner word is 0 again, so no lookup reaches the state;
-        // the caller of `unregister` was its only user.
-        unsafe { (*s.state.get()).take() }
-    })
+    numbers(|n| take(n, owner, number))
+}
+
+/// [`unregister`], the registry lock held.
+fn take(n: &mut Numbers, owner: usize, number: u32) -> Option<CacheState> {
+    let s = slot(number)?;
+    if s.owner.load(Ordering::Acquire) != hide(owner) {
+        return None;
+    }
+    n.by_owner.remove(&hide(owner));
+    s.owner.store(0, Ordering::Release);
+    n.free.push(number);
+    // SAFETY: the owner word is 0 again, so no lookup reaches the state;
+    // the caller of `unregister` was its only user.
+    unsafe { (*s.state.get()).take() }
 }
 
 /// True when no cache is initialised.
@@ -292,10 +294,9 @@ mod tests {
     fn hint_or_map_finds_the_owner_only() {
         let owner_a = 0x1000_0008usize;
         let owner_b = 0x1000_0040usize;
-        let mk = |serial| CacheState {
+        let mk = || CacheState {
             core: Cache::new(4, Policy::Fifo),
             written: HeadWords::default(),
-            serial,
             fork_generation: fork_generation(),
         };
         let a = register(owner_a, mk);

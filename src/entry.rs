@@ -192,6 +192,37 @@ mod tests {
     }
 
     #[test]
+    fn every_live_entry_is_found_when_the_recent_table_is_crowded() {
+        // Far more entries than the process-wide table of recent live
+        // entries has slots: many share a slot, and only the last one
+        // allocated there is found in it; the rest must come from the
+        // ledgers. A release must not clear a slot another entry holds.
+        let n = if cfg!(miri) { 64 } else { 20_000 };
+        let entries: Vec<EntryPtr> = (0..n).map(|_| EntryPtr::alloc()).collect();
+        let check = |e: EntryPtr| EntryPtr::check(NonNull::new(e.as_c()).unwrap());
+        for &e in &entries {
+            assert!(matches!(check(e), Checked::Live(p) if p == e));
+        }
+        for (i, &e) in entries.iter().enumerate() {
+            if i % 2 == 0 {
+                e.set_refs(0);
+                // SAFETY: unreferenced and on no list.
+                unsafe { e.release() };
+            }
+        }
+        for (i, &e) in entries.iter().enumerate() {
+            if i % 2 == 0 {
+                assert!(matches!(check(e), Checked::Released | Checked::Foreign));
+            } else {
+                assert!(matches!(check(e), Checked::Live(p) if p == e));
+                e.set_refs(0);
+                // SAFETY: unreferenced and on no list.
+                unsafe { e.release() };
+            }
+        }
+    }
+
+    #[test]
     fn foreign_memory_is_not_ours_and_is_not_read() {
         // A block of exactly 40 bytes: the check must not read past it (or
         // at all: Miri would flag any read of its uninitialised bytes).

@@ -6,13 +6,19 @@
 //! of the entries it allocated that are still alive, a table of the
 //! entries it released recently, and the quarantine holding those released
 //! blocks (poisoned for memory checkers) until they are given back to the
-//! allocator. A ledger is keyed by `address ^ SECRET`, never by a plain
+//! allocator. A ledger is keyed by `address ^ HIDE_MASK`, never by a plain
 //! address, so the library's records never make a leaked entry look
 //! reachable to valgrind or LeakSanitizer.
 //!
+//! In front of the ledgers sits [`RECENT_LIVE`], a process-wide
+//! direct-mapped table of live entries that answers the usual question
+//! (is the entry a find just returned live?) in one load; only the
+//! allocation and release paths write it.
+//!
 //! The owning thread reads and inserts into its own tables with plain
 //! atomic loads and stores, no lock and no cache line another thread
-//! writes: the request paths of threads that use different caches never
+//! writes: apart from one word of `RECENT_LIVE` per allocation and
+//! release, the request paths of threads that use different caches never
 //! meet. A different thread (an entry allocated on one thread and released
 //! on another, as when a cache moves between QEMU iothreads) goes through
 //! the ledger list and each ledger's lock. Slots change only in ways that
@@ -63,16 +69,22 @@ fn key_of(block: *const EntryBlock) -> u64 {
     hide(block as usize)
 }
 
-#[inline]
-fn hash(key: u64) -> usize {
-    let m = (key as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((m >> 64) as u64 ^ m as u64) as usize
+/// The home slot of `key` in a table of `2^(64 - shift)` slots: Fibonacci
+/// hashing (the product's top bits). Blocks of one size that malloc hands
+/// out in a row are an arithmetic progression of addresses, which this
+/// spreads almost evenly, so a lookup rarely probes past its home slot
+/// (each extra probe is a branch the CPU cannot predict).
+#[inline(always)]
+fn home(key: u64, shift: u32) -> usize {
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
 }
 
 /// An open-addressing set of keys whose slots other threads may read.
 struct KeyTable {
     slots: Box<[AtomicU64]>,
     mask: usize,
+    /// `64 - log2(slot count)`, for [`home`].
+    shift: u32,
 }
 
 impl KeyTable {
@@ -81,13 +93,14 @@ impl KeyTable {
         Box::new(KeyTable {
             slots: (0..capacity).map(|_| AtomicU64::new(EMPTY)).collect(),
             mask: capacity - 1,
+            shift: 64 - capacity.trailing_zeros(),
         })
     }
 
     /// The slot holding `key`.
     #[inline(always)]
     fn find(&self, key: u64) -> Option<usize> {
-        let mut i = hash(key) & self.mask;
+        let mut i = home(key, self.shift);
         loop {
             // SAFETY: `mask` is the slot count minus one (a power of two),
             // so `i` is always in bounds.
@@ -102,7 +115,7 @@ impl KeyTable {
     /// Stores `key` (not present) in the first free slot; true when that
     /// slot was empty rather than deleted. Owner only.
     fn insert(&self, key: u64) -> bool {
-        let mut i = hash(key) & self.mask;
+        let mut i = home(key, self.shift);
         loop {
             let k = self.slots[i].load(Ordering::Relaxed);
             if k == EMPTY || k == DELETED {
@@ -134,18 +147,43 @@ impl KeyTable {
     }
 }
 
+/// How full a table may get before it is rebuilt, and how large the
+/// rebuilt table is.
+#[derive(Clone, Copy)]
+struct Load {
+    /// At most this many quarters of the slots used.
+    max_quarters: usize,
+    /// Slots per key in a rebuilt table.
+    slots_per_key: usize,
+}
+
+/// The live table is searched by every unref and commit: kept at most a
+/// quarter full so a key is almost always in its home slot (a probe past
+/// it is a branch the CPU mispredicts), at 16 to 64 bytes per live entry.
+const LIVE_LOAD: Load = Load {
+    max_quarters: 1,
+    slots_per_key: 4,
+};
+/// The released table is searched only on the misuse and release paths.
+const RELEASED_LOAD: Load = Load {
+    max_quarters: 3,
+    slots_per_key: 2,
+};
+
 /// One of a ledger's two tables, with the count of non-empty slots (the
 /// owner's business: only the owner turns an empty slot into a used one).
 struct Table {
     keys: AtomicPtr<KeyTable>,
     used: UnsafeCell<usize>,
+    load: Load,
 }
 
 impl Table {
-    fn new() -> Table {
+    fn new(load: Load) -> Table {
         Table {
             keys: AtomicPtr::new(Box::into_raw(KeyTable::new(64))),
             used: UnsafeCell::new(0),
+            load,
         }
     }
 
@@ -284,6 +322,7 @@ thread_local! {
         LiveView {
             slots: std::cell::Cell::new(std::ptr::null()),
             mask: std::cell::Cell::new(0),
+            shift: std::cell::Cell::new(0),
         }
     };
 }
@@ -292,6 +331,7 @@ thread_local! {
 struct LiveView {
     slots: std::cell::Cell<*const AtomicU64>,
     mask: std::cell::Cell<usize>,
+    shift: std::cell::Cell<u32>,
 }
 
 /// Points the calling thread's copy at its live table.
@@ -300,6 +340,7 @@ fn remember_live(ledger: &Ledger) {
     MY_LIVE.with(|m| {
         m.slots.set(t.slots.as_ptr());
         m.mask.set(t.mask);
+        m.shift.set(t.shift);
     });
 }
 
@@ -319,8 +360,8 @@ fn claim() -> &'static Ledger {
     let ledger = unclaimed.unwrap_or_else(|| {
         let fresh = Box::leak(Box::new(Ledger {
             lock: RawLock::new(),
-            live: Table::new(),
-            released: Table::new(),
+            live: Table::new(LIVE_LOAD),
+            released: Table::new(RELEASED_LOAD),
             readers: AtomicUsize::new(0),
             retired: UnsafeCell::new(Vec::new()),
             quarantine: UnsafeCell::new(VecDeque::new()),
@@ -361,7 +402,7 @@ pub enum Found {
 
 impl Ledger {
     /// Adds `used` slots to a table, rebuilding it (under the lock) when
-    /// more than three quarters are used. Owner only.
+    /// more are used than its [`Load`] allows. Owner only.
     fn note_insert(&self, table: &Table, filled_empty: bool) {
         // SAFETY: `used` is the owner's (this thread's) alone.
         let used = unsafe { &mut *table.used.get() };
@@ -370,13 +411,14 @@ impl Ledger {
         }
         *used += 1;
         let keys = table.get();
-        if *used * 4 <= keys.capacity() * 3 {
+        if *used * 4 <= keys.capacity() * table.load.max_quarters {
             return;
         }
         self.rebuild(table, used);
     }
 
-    /// Rebuilds a table at twice its live keys (owner, lock held meanwhile).
+    /// Rebuilds a table at its [`Load`]'s slots per key (owner, lock held
+    /// meanwhile).
     /// The old table is freed at once if no other thread is reading this
     /// ledger, else at a later rebuild: a reader announces itself in
     /// `readers` before it loads the table pointer, and the owner swaps the
@@ -387,7 +429,7 @@ impl Ledger {
         self.lock.lock();
         let old = table.get();
         let live: Vec<u64> = old.keys().collect();
-        let fresh = KeyTable::new((live.len() * 2).max(64));
+        let fresh = KeyTable::new((live.len() * table.load.slots_per_key).max(64));
         for &k in &live {
             fresh.insert(k);
         }
@@ -415,8 +457,37 @@ impl Ledger {
     }
 }
 
+/// log2 of the slots of [`RECENT_LIVE`] (8,192 slots, 64 KiB; a few under
+/// Miri, whose checks would otherwise slow every access to a large static).
+const RECENT_LIVE_BITS: u32 = if cfg!(miri) { 3 } else { 13 };
+
+/// A process-wide, direct-mapped table of live entries: the slot of a key
+/// holds that key from the entry's allocation until its release, unless a
+/// later allocation took the slot. A key found here is a live entry, so
+/// the unref and commit that follow a find are answered in one load, with
+/// no thread-local access; a key not found here is looked up in the
+/// ledgers. Lock-free: an allocation stores its key, a release clears the
+/// slot only if it still holds that key (a compare-and-exchange, so a
+/// newer key stored meanwhile stays). Only the allocation and release
+/// paths write it; they check first, so a slot that does not hold the key
+/// is never written by a release.
+static RECENT_LIVE: [AtomicU64; 1 << RECENT_LIVE_BITS] =
+    [const { AtomicU64::new(EMPTY) }; 1 << RECENT_LIVE_BITS];
+
+/// The slot of [`RECENT_LIVE`] for `key`.
+#[inline(always)]
+fn recent_live_slot(key: u64) -> &'static AtomicU64 {
+    let i = home(key, 64 - RECENT_LIVE_BITS);
+    // SAFETY: `home` with this shift is below `1 << RECENT_LIVE_BITS`.
+    unsafe { RECENT_LIVE.get_unchecked(i) }
+}
+
 /// Records a new entry as live on the calling thread.
 pub fn record_alloc(block: NonNull<EntryBlock>) {
+    let key = key_of(block.as_ptr());
+    // Release: a thread that finds the key here and then reads the entry
+    // sees it initialised.
+    recent_live_slot(key).store(key, Ordering::Release);
     let me = current();
     let filled_empty = me.live.get().insert(key_of(block.as_ptr()));
     me.note_insert(&me.live, filled_empty);
@@ -426,12 +497,16 @@ pub fn record_alloc(block: NonNull<EntryBlock>) {
 #[inline(always)]
 pub fn classify(block: *const EntryBlock) -> Found {
     let key = key_of(block);
-    let (slots, mask) = MY_LIVE.with(|m| (m.slots.get(), m.mask.get()));
+    if recent_live_slot(key).load(Ordering::Acquire) == key {
+        return Found::Live;
+    }
+    let (slots, mask, shift) = MY_LIVE.with(|m| (m.slots.get(), m.mask.get(), m.shift.get()));
     if !slots.is_null() {
-        let mut i = hash(key) & mask;
+        let mut i = home(key, shift);
         loop {
             // SAFETY: a non-null copy is this thread's live table, `mask`
-            // its slot count minus one (see MY_LIVE), so `i` is in bounds.
+            // its slot count minus one and `shift` its width (see MY_LIVE), so
+            // `i` is always in bounds.
             match unsafe { (*slots.add(i)).load(Ordering::Acquire) } {
                 k if k == key => return Found::Live,
                 EMPTY => break,
@@ -477,7 +552,7 @@ impl Ledger {
     #[allow(clippy::mut_from_ref)]
     fn memo_slot(&self, key: u64) -> &mut (u64, *const Ledger) {
         // SAFETY: the memo is the owner's (this thread's) alone.
-        unsafe { &mut (*self.memo.get())[hash(key) % MEMO_SLOTS] }
+        unsafe { &mut (*self.memo.get())[home(key, 64 - MEMO_SLOTS.trailing_zeros())] }
     }
 }
 
@@ -539,6 +614,12 @@ fn forget_elsewhere(me: &Ledger, key: u64) {
 /// `block` must be a live entry of the library that nobody will use again.
 pub unsafe fn record_release(block: NonNull<EntryBlock>) {
     let key = key_of(block.as_ptr());
+    // Before the block is quarantined: from here on it is not live. The
+    // load first keeps a release from taking a line it does not change.
+    let recent = recent_live_slot(key);
+    if recent.load(Ordering::Relaxed) == key {
+        let _ = recent.compare_exchange(key, EMPTY, Ordering::AcqRel, Ordering::Relaxed);
+    }
     let me = current();
     match me.live.get().find(key) {
         Some(i) => me.owner_delete(&me.live, i),

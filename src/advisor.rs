@@ -145,6 +145,8 @@ pub struct Advisor {
     /// FIFO: one ring of records per simulation, oldest at `pos` once
     /// full (FIFO needs no links: it only ever evicts its oldest).
     rings: Vec<Vec<u32>>,
+    /// FIFO: bits of the simulations whose ring is full.
+    fifo_full: u32,
     /// LRU: the stack, most recent first, and its length.
     lru_head: u32,
     lru_tail: u32,
@@ -213,6 +215,7 @@ impl Advisor {
             all,
             recs: Vec::new(),
             rings: vec![Vec::new(); if policy == Policy::Fifo { n } else { 0 }],
+            fifo_full: 0,
             next: Vec::new(),
             lru: Vec::new(),
             lru_head: NIL,
@@ -409,9 +412,53 @@ impl Advisor {
         self.finds += 1;
         let r = self.resolve(offset, slot);
         let missing = self.all & !at(&self.recs, r).inside;
-        if missing != 0 {
-            self.fifo_misses(r, missing);
+        self.fifo_step(r, missing);
+    }
+
+    /// The FIFO simulations' step for a find of `r`; `missing` has the
+    /// bits of those that miss. Whether a simulation hits is as random as
+    /// the workload, so every full simulation (the usual state) is stepped
+    /// without a branch on it: a hit writes back what it read.
+    #[inline(always)]
+    fn fifo_step(&mut self, r: u32, missing: u32) {
+        let mut steps = missing | self.fifo_full;
+        while steps != 0 {
+            let k = steps.trailing_zeros();
+            steps &= steps - 1;
+            let bit = 1u32 << k;
+            if self.fifo_full & bit == 0 {
+                // Still filling, and a miss (only full rings step on hits).
+                at_mut(&mut self.sims, k).misses += 1;
+                self.insert_fifo(k as usize, r);
+                continue;
+            }
+            let Advisor {
+                sims, recs, rings, ..
+            } = self;
+            let sim = at_mut(sims, k);
+            let ring = at_mut(rings, k);
+            let m = (missing >> k) & 1;
+            let all_if_miss = 0u32.wrapping_sub(m);
+            sim.misses += u64::from(m);
+            let pos = sim.pos;
+            let victim = *at(ring, pos);
+            *at_mut(ring, pos) = victim ^ ((victim ^ r) & all_if_miss);
+            let next = pos + m;
+            sim.pos = next & 0u32.wrapping_sub(u32::from(next as usize != ring.len()));
+            let moved = bit & all_if_miss;
+            at_mut(recs, victim).inside &= !moved;
+            at_mut(recs, r).inside |= moved;
+            if at(recs, victim).inside == 0 {
+                self.release(victim);
+                return self.fifo_step_rest(steps, r, missing);
+            }
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fifo_step_rest(&mut self, steps: u32, r: u32, missing: u32) {
+        self.fifo_misses(r, missing & steps);
     }
 
     /// Out of line, so that a find every simulation hits saves no registers.
@@ -460,6 +507,9 @@ impl Advisor {
         let sim = at_mut(&mut self.sims, k as u32);
         if (ring.len() as u64) < u64::from(sim.max) {
             ring.push(r);
+            if ring.len() as u64 == u64::from(sim.max) {
+                self.fifo_full |= bit;
+            }
         } else {
             let pos = sim.pos as usize;
             let victim = std::mem::replace(at_mut(ring, pos as u32), r);
@@ -546,21 +596,30 @@ impl Advisor {
             lru_len,
             ..
         } = self;
-        for k in 0..j {
+        // Simulations 0..j miss. How far that goes is as random as the
+        // workload, so every simulation whose segment has a last record
+        // (the usual state) is stepped without a branch on it: a hit
+        // writes back what it read.
+        for k in 0..n {
             let sim = at_mut(sims, k);
-            sim.misses += 1;
+            let miss = u32::from(k < j);
             let b = sim.tail;
             if b == NIL {
-                // The stack reaches depth max - 1 only now: its current
-                // last record (or `r` itself on an empty stack).
-                if sim.max == *lru_len + 1 {
-                    sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
+                if miss != 0 {
+                    sim.misses += 1;
+                    // The stack reaches depth max - 1 only now: its current
+                    // last record (or `r` itself on an empty stack).
+                    if sim.max == *lru_len + 1 {
+                        sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
+                    }
                 }
                 continue;
             }
-            at_mut(recs, b).seg += 1;
+            sim.misses += u64::from(miss);
+            at_mut(recs, b).seg += miss;
             let above = at(lru, b).prev;
-            sim.tail = if above == NIL { r } else { above };
+            let pushed_down = if above == NIL { r } else { above };
+            sim.tail = b ^ ((b ^ pushed_down) & 0u32.wrapping_sub(miss));
         }
         if was_in_stack {
             let Link { prev, next } = *at(lru, r);

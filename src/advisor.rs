@@ -153,6 +153,9 @@ pub struct Advisor {
     lru_len: u32,
     /// LRU: the largest simulated size, the stack's depth.
     lru_cap: u32,
+    /// LRU: how many simulations (the smallest ones: they fill first) have
+    /// a last record (`tail` not NIL). A tail, once set, stays set.
+    lru_tailed: u32,
     free: Vec<u32>,
     index: OffsetIndex,
     /// The record of each of the real cache's slots that was hit since the
@@ -222,6 +225,7 @@ impl Advisor {
             lru_tail: NIL,
             lru_len: 0,
             lru_cap,
+            lru_tailed: 0,
             free: Vec::new(),
             index: OffsetIndex::new(),
             by_slot: Vec::new(),
@@ -594,32 +598,36 @@ impl Advisor {
             lru_head,
             lru_tail,
             lru_len,
+            lru_tailed,
             ..
         } = self;
         // Simulations 0..j miss. How far that goes is as random as the
         // workload, so every simulation whose segment has a last record
         // (the usual state) is stepped without a branch on it: a hit
         // writes back what it read.
-        for k in 0..n {
+        let tailed = *lru_tailed;
+        for k in 0..tailed {
             let sim = at_mut(sims, k);
             let miss = u32::from(k < j);
             let b = sim.tail;
-            if b == NIL {
-                if miss != 0 {
-                    sim.misses += 1;
-                    // The stack reaches depth max - 1 only now: its current
-                    // last record (or `r` itself on an empty stack).
-                    if sim.max == *lru_len + 1 {
-                        sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
-                    }
-                }
-                continue;
-            }
+            debug_assert!(b != NIL);
             sim.misses += u64::from(miss);
             at_mut(recs, b).seg += miss;
             let above = at(lru, b).prev;
             let pushed_down = if above == NIL { r } else { above };
             sim.tail = b ^ ((b ^ pushed_down) & 0u32.wrapping_sub(miss));
+        }
+        // The simulations the stack does not fill yet miss only a table
+        // that is not in the stack at all.
+        for k in tailed..j {
+            let sim = at_mut(sims, k);
+            sim.misses += 1;
+            // The stack reaches depth max - 1 only now: its current last
+            // record (or `r` itself on an empty stack).
+            if sim.max == *lru_len + 1 {
+                sim.tail = if *lru_tail == NIL { r } else { *lru_tail };
+                *lru_tailed = k + 1;
+            }
         }
         if was_in_stack {
             let Link { prev, next } = *at(lru, r);

@@ -22,6 +22,9 @@ pub struct EntryBlock {
     /// What C sees.
     pub entry: CachedL2Table,
     flags: u32,
+    /// The shard of the ledger's table of recent live entries the entry
+    /// was recorded in (`ledger::record_alloc`), for its release.
+    shard: u32,
 }
 
 /// Hidden bytes per entry beyond the 40 C sees.
@@ -48,6 +51,7 @@ impl EntryPtr {
     /// A new entry: zeroed, `ref = 1`, on no list, recorded as live. Aborts
     /// when out of memory, as glib's `g_malloc0` does.
     pub fn alloc() -> EntryPtr {
+        let shard = ledger::my_shard();
         let block = Box::new(EntryBlock {
             entry: CachedL2Table {
                 table: null_mut(),
@@ -61,9 +65,10 @@ impl EntryPtr {
                 r#ref: 1,
             },
             flags: 0,
+            shard,
         });
         let block = NonNull::from(Box::leak(block));
-        ledger::record_alloc(block);
+        ledger::record_alloc(block, shard);
         EntryPtr::hiding(block)
     }
 
@@ -164,7 +169,7 @@ impl EntryPtr {
         unsafe {
             libc::free((*block).entry.table.cast());
             (*block).entry.table = null_mut();
-            ledger::record_release(NonNull::new_unchecked(block));
+            ledger::record_release(NonNull::new_unchecked(block), (*block).shard);
         }
     }
 }

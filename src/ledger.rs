@@ -10,15 +10,15 @@
 //! address, so the library's records never make a leaked entry look
 //! reachable to valgrind or LeakSanitizer.
 //!
-//! In front of the ledgers sits [`RECENT_LIVE`], a process-wide
-//! direct-mapped table of live entries that answers the usual question
-//! (is the entry a find just returned live?) in one load; only the
-//! allocation and release paths write it.
+//! In front of the ledgers sits [`RECENT_LIVE`], a direct-mapped table of
+//! live entries sharded by allocating thread, which answers the usual
+//! question (is the entry a find just returned live?) in one load with no
+//! thread-local access (in a shared library every thread-local access is
+//! a call to `__tls_get_addr`).
 //!
 //! The owning thread reads and inserts into its own tables with plain
 //! atomic loads and stores, no lock and no cache line another thread
-//! writes: apart from one word of `RECENT_LIVE` per allocation and
-//! release, the request paths of threads that use different caches never
+//! writes: the request paths of threads that use different caches never
 //! meet. A different thread (an entry allocated on one thread and released
 //! on another, as when a cache moves between QEMU iothreads) goes through
 //! the ledger list and each ledger's lock. Slots change only in ways that
@@ -334,6 +334,51 @@ struct LiveView {
     shift: std::cell::Cell<u32>,
 }
 
+/// The calling thread's thread pointer (the ELF TLS ABI's: on x86_64 the
+/// word at `%fs:0` is the thread control block's own address, on aarch64
+/// `tpidr_el0` holds it). Distinct for every live thread, and one
+/// instruction to read; `None` where it is not read that way (then the
+/// thread-local copy serves).
+#[inline(always)]
+fn thread_pointer() -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+    {
+        let tp: usize;
+        // SAFETY: reads the first word of the thread control block, which
+        // the x86_64 TLS ABI requires to hold the block's own address.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, preserves_flags, readonly, pure));
+        }
+        Some(tp)
+    }
+    #[cfg(all(target_arch = "aarch64", target_os = "linux", not(miri)))]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register (EL0-readable).
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp,
+                options(nostack, preserves_flags, nomem, pure));
+        }
+        Some(tp)
+    }
+    #[cfg(not(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_os = "linux",
+        not(miri)
+    )))]
+    {
+        None
+    }
+}
+
+/// The calling thread's live table: slots (null if it has none yet), mask
+/// and shift.
+#[inline(always)]
+fn my_live_table() -> (*const AtomicU64, usize, u32) {
+    MY_LIVE.with(|m| (m.slots.get(), m.mask.get(), m.shift.get()))
+}
+
 /// Points the calling thread's copy at its live table.
 fn remember_live(ledger: &Ledger) {
     let t = ledger.live.get();
@@ -457,50 +502,67 @@ impl Ledger {
     }
 }
 
-/// log2 of the slots of [`RECENT_LIVE`] (8,192 slots, 64 KiB; a few under
-/// Miri, whose checks would otherwise slow every access to a large static).
-const RECENT_LIVE_BITS: u32 = if cfg!(miri) { 3 } else { 13 };
+/// log2 of [`RECENT_LIVE`]'s shards and of each shard's slots: 16 shards
+/// of 512 slots, 64 KiB (a few slots under Miri, whose checks would slow
+/// every access to a large static).
+const SHARD_BITS: u32 = if cfg!(miri) { 1 } else { 4 };
+const SHARD_SLOT_BITS: u32 = if cfg!(miri) { 2 } else { 9 };
 
-/// A process-wide, direct-mapped table of live entries: the slot of a key
-/// holds that key from the entry's allocation until its release, unless a
-/// later allocation took the slot. A key found here is a live entry, so
-/// the unref and commit that follow a find are answered in one load, with
-/// no thread-local access; a key not found here is looked up in the
-/// ledgers. Lock-free: an allocation stores its key, a release clears the
-/// slot only if it still holds that key (a compare-and-exchange, so a
-/// newer key stored meanwhile stays). Only the allocation and release
-/// paths write it; they check first, so a slot that does not hold the key
-/// is never written by a release.
-static RECENT_LIVE: [AtomicU64; 1 << RECENT_LIVE_BITS] =
-    [const { AtomicU64::new(EMPTY) }; 1 << RECENT_LIVE_BITS];
+/// A direct-mapped table of live entries, in front of the ledgers. The
+/// slot of a key holds that key from the entry's allocation until its
+/// release, unless a later allocation took the slot, so a key found in its
+/// slot is a live entry: the unref and commit that follow a find are
+/// answered in one load. A key not found is looked up in the ledgers.
+///
+/// Each thread allocates into the shard its thread pointer selects and
+/// looks there first, so threads that share no cache write different
+/// cache lines (unless two of them select the same shard: then they share
+/// lines there, which costs time, never correctness). The shard an entry
+/// went to is kept in its hidden bytes, and its release, on whatever
+/// thread, clears the slot there if it still holds the key (a
+/// compare-and-exchange: a newer key stored meanwhile stays).
+static RECENT_LIVE: [AtomicU64; 1 << (SHARD_BITS + SHARD_SLOT_BITS)] =
+    [const { AtomicU64::new(EMPTY) }; 1 << (SHARD_BITS + SHARD_SLOT_BITS)];
 
-/// The slot of [`RECENT_LIVE`] for `key`.
+/// The calling thread's shard of [`RECENT_LIVE`]: a few bits of its
+/// thread pointer's page number (every thread's control block sits in its
+/// own stack mapping, so threads created one after another get different
+/// shards). 0 where the thread pointer is not read directly.
 #[inline(always)]
-fn recent_live_slot(key: u64) -> &'static AtomicU64 {
-    let i = home(key, 64 - RECENT_LIVE_BITS);
-    // SAFETY: `home` with this shift is below `1 << RECENT_LIVE_BITS`.
+pub fn my_shard() -> u32 {
+    thread_pointer().map_or(0, |tp| ((tp >> 12) & ((1 << SHARD_BITS) - 1)) as u32)
+}
+
+/// The slot of `key` in `shard`.
+#[inline(always)]
+fn recent_live_slot(shard: u32, key: u64) -> &'static AtomicU64 {
+    let i = ((shard as usize) << SHARD_SLOT_BITS) | home(key, 64 - SHARD_SLOT_BITS);
+    // SAFETY: `shard` is below `1 << SHARD_BITS` (from `my_shard`, or
+    // stored by `record_alloc` from it) and `home` below
+    // `1 << SHARD_SLOT_BITS`.
     unsafe { RECENT_LIVE.get_unchecked(i) }
 }
 
-/// Records a new entry as live on the calling thread.
-pub fn record_alloc(block: NonNull<EntryBlock>) {
+/// Records a new entry as live on the calling thread, in `shard` (the
+/// caller's [`my_shard`], which the entry keeps for its release).
+pub fn record_alloc(block: NonNull<EntryBlock>, shard: u32) {
     let key = key_of(block.as_ptr());
-    // Release: a thread that finds the key here and then reads the entry
-    // sees it initialised.
-    recent_live_slot(key).store(key, Ordering::Release);
     let me = current();
-    let filled_empty = me.live.get().insert(key_of(block.as_ptr()));
+    let filled_empty = me.live.get().insert(key);
     me.note_insert(&me.live, filled_empty);
+    // Release: whoever finds the key and then reads the entry sees it
+    // initialised (the caller wrote it before this call).
+    recent_live_slot(shard, key).store(key, Ordering::Release);
 }
 
 /// What `block` is, from the records alone.
 #[inline(always)]
 pub fn classify(block: *const EntryBlock) -> Found {
     let key = key_of(block);
-    if recent_live_slot(key).load(Ordering::Acquire) == key {
+    if recent_live_slot(my_shard(), key).load(Ordering::Acquire) == key {
         return Found::Live;
     }
-    let (slots, mask, shift) = MY_LIVE.with(|m| (m.slots.get(), m.mask.get(), m.shift.get()));
+    let (slots, mask, shift) = my_live_table();
     if !slots.is_null() {
         let mut i = home(key, shift);
         loop {
@@ -610,13 +672,15 @@ fn forget_elsewhere(me: &Ledger, key: u64) {
 /// freed, to the calling thread's quarantine, poisoned; gives the oldest
 /// quarantined block back to the allocator when the quarantine is full.
 ///
+/// `shard` is the one [`record_alloc`] was given for it.
+///
 /// # Safety
 /// `block` must be a live entry of the library that nobody will use again.
-pub unsafe fn record_release(block: NonNull<EntryBlock>) {
+pub unsafe fn record_release(block: NonNull<EntryBlock>, shard: u32) {
     let key = key_of(block.as_ptr());
-    // Before the block is quarantined: from here on it is not live. The
-    // load first keeps a release from taking a line it does not change.
-    let recent = recent_live_slot(key);
+    // First: from here on the entry is not live. The load first keeps a
+    // release from taking a line it would not change.
+    let recent = recent_live_slot(shard, key);
     if recent.load(Ordering::Relaxed) == key {
         let _ = recent.compare_exchange(key, EMPTY, Ordering::AcqRel, Ordering::Relaxed);
     }

@@ -259,6 +259,40 @@ static void unref_foreign(void)
     g_free(fe);
 }
 
+/*
+ * The one aligned address whose hidden key is the records' empty-slot
+ * marker (the hiding mask itself; non-canonical, so never an entry). It
+ * must be refused like any pointer the library does not know, not taken
+ * for a match of an empty slot (found by an adversarial tester: SIGSEGV).
+ * Nothing is read through it (it is not mapped).
+ */
+#define MARKER_KEY_ADDRESS ((CachedL2Table *)(uintptr_t)0x5AD3000000000000ull)
+
+static void unref_marker_key_address(void)
+{
+    /* This thread's records exist and hold a live entry. */
+    Fixture f;
+    fixture_up(&f);
+    expect_misuse(ENTRY_LINE("qed_unref_l2_cache_entry", MARKER_KEY_ADDRESS),
+                  "not allocated by qed_alloc_l2_cache_entry");
+    qed_unref_l2_cache_entry(MARKER_KEY_ADDRESS);
+    misuse_reported();
+    fixture_unchanged(&f);
+    fixture_down(&f);
+}
+
+static void commit_marker_key_address(void)
+{
+    Fixture f;
+    fixture_up(&f);
+    expect_misuse(ENTRY_LINE("qed_commit_l2_cache_entry", MARKER_KEY_ADDRESS),
+                  "not allocated by qed_alloc_l2_cache_entry");
+    qed_commit_l2_cache_entry(f.cache, MARKER_KEY_ADDRESS);
+    misuse_reported();
+    fixture_unchanged(&f);
+    fixture_down(&f);
+}
+
 static void unref_misaligned(void)
 {
     guint8 *buf = g_malloc0(128);
@@ -857,12 +891,14 @@ static const Case cases[] = {
     { "unref/after-find-twice", unref_after_find_twice },
     { "unref/foreign", unref_foreign },
     { "unref/misaligned", unref_misaligned },
+    { "unref/marker-key-address", unref_marker_key_address },
     { "unref/copy-of-entry", unref_copy_of_entry },
     { "commit/already-cached", commit_already_cached },
     { "commit/cached-in-another-cache", commit_cached_in_another_cache },
     { "commit/offset-zero", commit_offset_zero },
     { "commit/released", commit_released },
     { "commit/foreign", commit_foreign },
+    { "commit/marker-key-address", commit_marker_key_address },
     { "commit/null-entry", commit_null_entry },
     { "commit/null-cache", commit_null_cache },
     { "commit/null-cache-cached-entry", commit_null_cache_cached_entry },

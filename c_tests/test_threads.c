@@ -11,6 +11,8 @@
  * of the suite.
  */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #include "helpers.h"
 
@@ -474,11 +476,110 @@ static void test_churn_with_stale_hints(void)
     }
 }
 
+/*
+ * One thread looks up (find + unref) entries another thread allocated,
+ * which it checks in the other threads' ledgers without a lock, while a
+ * third thread allocates and releases entries in batches, so that its
+ * ledger's live table is rebuilt over and over. A reader must never see a
+ * replaced table freed under it (found by an adversarial tester: the
+ * table's header was freed at once, only its slots deferred; this test
+ * crashed in 10 of 10 runs then). No misuse anywhere.
+ */
+#define LEDGER_ENTRIES 5000
+#define LEDGER_GROW_ROUNDS 2000
+
+typedef struct {
+    L2TableCache cache;
+    atomic_int phase, stop;
+    uint64_t lookups;
+} LedgerRace;
+
+static void *ledger_race_creator(void *arg)
+{
+    LedgerRace *lr = arg;
+    qed_init_l2_cache(&lr->cache);
+    qed_l2_cache_set_max_entries(&lr->cache, LEDGER_ENTRIES + 10);
+    for (unsigned i = 0; i < LEDGER_ENTRIES; i++) {
+        qed_commit_l2_cache_entry(&lr->cache, make_entry(&lr->cache, table_offset(i)));
+    }
+    atomic_store(&lr->phase, 1);
+    /* Stays alive: its ledger, which holds the cache's entries, must stay
+     * its own rather than be taken over by the next new thread. */
+    while (!atomic_load(&lr->stop)) {
+        g_usleep(1000);
+    }
+    return NULL;
+}
+
+static void *ledger_race_grower(void *arg)
+{
+    LedgerRace *lr = arg;
+    CachedL2Table *e[300];
+    while (atomic_load(&lr->phase) < 2) {
+        sched_yield();
+    }
+    for (unsigned r = 0; r < LEDGER_GROW_ROUNDS; r++) {
+        unsigned n = 20 + r % 280;
+        for (unsigned i = 0; i < n; i++) {
+            e[i] = qed_alloc_l2_cache_entry(NULL);
+        }
+        for (unsigned i = 0; i < n; i++) {
+            qed_unref_l2_cache_entry(e[i]);
+        }
+    }
+    atomic_store(&lr->stop, 1);
+    return NULL;
+}
+
+static void *ledger_race_user(void *arg)
+{
+    LedgerRace *lr = arg;
+    Rng r = { 12345 };
+    /* This thread's own ledger exists before the grower's does. */
+    qed_unref_l2_cache_entry(qed_alloc_l2_cache_entry(NULL));
+    atomic_store(&lr->phase, 2);
+    while (!atomic_load(&lr->stop)) {
+        CachedL2Table *e = qed_find_l2_cache_entry(&lr->cache, table_offset(below(&r, LEDGER_ENTRIES)));
+        g_assert_nonnull(e);
+        g_assert_cmpint(e->ref, ==, 2);
+        qed_unref_l2_cache_entry(e);
+        lr->lookups++;
+    }
+    return NULL;
+}
+
+static void test_lookups_while_another_ledger_grows(void)
+{
+    for (unsigned round = 0; round < 3; round++) {
+        LedgerRace *lr = g_new0(LedgerRace, 1);
+        pthread_t creator, grower, user;
+        g_assert_cmpint(pthread_create(&creator, NULL, ledger_race_creator, lr), ==, 0);
+        while (atomic_load(&lr->phase) < 1) {
+            sched_yield();
+        }
+        /* The grower's ledger is the newest, so the user searches it first
+         * for the creator's entries. */
+        g_assert_cmpint(pthread_create(&user, NULL, ledger_race_user, lr), ==, 0);
+        while (atomic_load(&lr->phase) < 2) {
+            sched_yield();
+        }
+        g_assert_cmpint(pthread_create(&grower, NULL, ledger_race_grower, lr), ==, 0);
+        g_assert_cmpint(pthread_join(grower, NULL), ==, 0);
+        g_assert_cmpint(pthread_join(user, NULL), ==, 0);
+        g_assert_cmpint(pthread_join(creator, NULL), ==, 0);
+        g_assert_cmpuint(lr->lookups, >, 0);
+        g_assert_cmpuint(lr->cache.n_entries, ==, LEDGER_ENTRIES);
+        qed_free_l2_cache(&lr->cache);
+        g_free(lr);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/threads/own-caches", test_own_caches);
     g_test_add_func("/threads/churn-with-stale-hints", test_churn_with_stale_hints);
     g_test_add_func("/threads/shared-cache-under-caller-lock", test_shared_cache);
+    g_test_add_func("/threads/lookups-while-another-ledger-grows", test_lookups_while_another_ledger_grows);
     return g_test_run();
 }

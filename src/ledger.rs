@@ -52,8 +52,10 @@ const DELETED: u64 = 1;
 
 /// What every address the library records is XORed with. Bits 48..63 set
 /// make the result a non-canonical address (also under aarch64's top-byte
-/// ignore), which no leak checker takes for a pointer, and which is never
-/// `EMPTY` or `DELETED`. A constant: the point is to hide addresses from
+/// ignore), which no leak checker takes for a pointer. The key of an entry
+/// is never `EMPTY` or `DELETED` (their addresses, `HIDE_MASK` and
+/// `HIDE_MASK + 1`, are non-canonical); a pointer C passes in may be
+/// anything, so `classify` turns those two away first. A constant: the point is to hide addresses from
 /// memory checkers, not from an adversary, and it costs nothing to apply.
 const HIDE_MASK: u64 = 0x5AD3_0000_0000_0000;
 
@@ -215,7 +217,9 @@ pub struct Ledger {
     readers: AtomicUsize,
     /// Tables replaced while other threads were reading: freed later.
     /// Owner only.
-    retired: UnsafeCell<Vec<KeyTable>>,
+    /// Kept boxed: a reader holds a reference to the table itself (its
+    /// slots, mask and shift), not only to its slots.
+    retired: UnsafeCell<Vec<Box<KeyTable>>>,
     /// Released blocks, oldest first. Owner only.
     quarantine: UnsafeCell<VecDeque<NonNull<EntryBlock>>>,
     /// Which other ledger last held a key this thread looked up: an entry
@@ -487,7 +491,7 @@ impl Ledger {
         let old = unsafe { Box::from_raw(old) };
         // SAFETY: `retired` is the owner's (this thread's) alone.
         let retired = unsafe { &mut *self.retired.get() };
-        retired.push(*old);
+        retired.push(old);
         if self.readers.load(Ordering::SeqCst) == 0 {
             retired.clear();
         }
@@ -559,6 +563,11 @@ pub fn record_alloc(block: NonNull<EntryBlock>, shard: u32) {
 #[inline(always)]
 pub fn classify(block: *const EntryBlock) -> Found {
     let key = key_of(block);
+    if key <= DELETED {
+        // The two addresses whose keys are the slot markers (non-canonical,
+        // so never an entry): a table would take them for its markers.
+        return Found::Unknown;
+    }
     if recent_live_slot(my_shard(), key).load(Ordering::Acquire) == key {
         return Found::Live;
     }

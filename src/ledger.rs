@@ -218,7 +218,9 @@ pub struct Ledger {
     /// Tables replaced while other threads were reading: freed later.
     /// Owner only.
     /// Kept boxed: a reader holds a reference to the table itself (its
-    /// slots, mask and shift), not only to its slots.
+    /// slots, mask and shift), not only to its slots, so the table must
+    /// not move.
+    #[allow(clippy::vec_box, reason = "the boxes' addresses are what readers hold")]
     retired: UnsafeCell<Vec<Box<KeyTable>>>,
     /// Released blocks, oldest first. Owner only.
     quarantine: UnsafeCell<VecDeque<NonNull<EntryBlock>>>,

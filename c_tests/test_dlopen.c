@@ -19,6 +19,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
+#include <stdatomic.h>
+
 #include <glib.h>
 
 /* QEMU's declarations (block/qed.h), as any caller has them. */
@@ -216,11 +219,175 @@ static void test_thread_outlives_unload(void)
     g_assert_cmpint(pthread_join(t, NULL), ==, 0);
 }
 
+/*
+ * Fork handlers the program registered before it loaded the library run
+ * inside the library's own fork window (glibc: prepare handlers in reverse
+ * order of registration, parent and child handlers in order), while the
+ * library holds its locks for the fork. Calls from there must work, as
+ * they do with the C file, which takes no lock (found by an adversarial
+ * tester: they spun for ever). Each case runs in a subprocess of its own,
+ * with a time limit, so its handlers stay out of the other tests.
+ */
+static Lib fork_lib;
+static atomic_int fork_handlers_on;
+
+static void use_in_handler(void)
+{
+    if (!atomic_load(&fork_handlers_on)) {
+        return;
+    }
+    /* Enough allocations to grow this thread's ledger table, and a cache
+     * made and freed (the registry). */
+    CachedL2Table *e[40];
+    for (unsigned i = 0; i < 40; i++) {
+        e[i] = fork_lib.alloc(NULL);
+    }
+    for (unsigned i = 0; i < 40; i++) {
+        fork_lib.unref(e[i]);
+    }
+    use(&fork_lib, 3);
+}
+
+static void test_atfork_handlers_call_the_library(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_cmpint(pthread_atfork(use_in_handler, use_in_handler, use_in_handler), ==, 0);
+        fork_lib = load();
+        use(&fork_lib, 10);
+        atomic_store(&fork_handlers_on, 1);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            use(&fork_lib, 10);
+            _exit(0);
+        }
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        use(&fork_lib, 10);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+}
+
+/*
+ * A thread makes its first library call inside the fork window (from the
+ * program's prepare handler), so its ledger is not among those the
+ * library locked for the fork, and rebuilds its live table from the
+ * program's parent handler while another thread releases its entries.
+ * The library's parent handler must not release that ledger's lock from
+ * under its owner: the releases would then be lost in the rebuild and the
+ * released entries taken for live (found by an adversarial tester: most
+ * of the double unrefs below were then taken for live, and the library
+ * read the released blocks). Warn mode: every double unref must be
+ * reported as one.
+ */
+#define WINDOW_ENTRIES (1u << 19)
+#define WINDOW_RELEASES 4000
+
+static CachedL2Table **window_entries;
+static atomic_int window_go, window_ready, window_rebuild, window_release, window_released;
+
+static void *window_owner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&window_go)) {
+        sched_yield();
+    }
+    for (unsigned i = 0; i < WINDOW_ENTRIES; i++) {
+        window_entries[i] = fork_lib.alloc(NULL);
+    }
+    atomic_store(&window_ready, 1);
+    while (!atomic_load(&window_rebuild)) {
+        sched_yield();
+    }
+    window_entries[WINDOW_ENTRIES] = fork_lib.alloc(NULL); /* grows the table: a long rebuild */
+    while (!atomic_load(&window_released)) {
+        sched_yield();
+    }
+    for (unsigned i = 0; i < WINDOW_RELEASES; i++) {
+        fork_lib.unref(window_entries[i * 64]); /* double unrefs, on purpose */
+    }
+    return NULL;
+}
+
+static void *window_releaser(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&window_release)) {
+        sched_yield();
+    }
+    for (unsigned i = 0; i < WINDOW_RELEASES; i++) {
+        fork_lib.unref(window_entries[i * 64]); /* each one's last reference */
+    }
+    atomic_store(&window_released, 1);
+    return NULL;
+}
+
+static void window_prepare(void)
+{
+    if (!atomic_load(&fork_handlers_on)) {
+        return;
+    }
+    atomic_store(&window_go, 1);
+    while (!atomic_load(&window_ready)) {
+        sched_yield();
+    }
+}
+
+static void window_parent(void)
+{
+    if (!atomic_load(&fork_handlers_on)) {
+        return;
+    }
+    atomic_store(&window_rebuild, 1);
+    g_usleep(1000);
+    atomic_store(&window_release, 1);
+    g_usleep(2000);
+}
+
+static void test_ledger_created_during_fork(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_cmpint(pthread_atfork(window_prepare, window_parent, NULL), ==, 0);
+        fork_lib = load();
+        use(&fork_lib, 10);
+        window_entries = g_new0(CachedL2Table *, WINDOW_ENTRIES + 1);
+        pthread_t owner, releaser;
+        g_assert_cmpint(pthread_create(&owner, NULL, window_owner, NULL), ==, 0);
+        g_assert_cmpint(pthread_create(&releaser, NULL, window_releaser, NULL), ==, 0);
+        atomic_store(&fork_handlers_on, 1);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            _exit(0);
+        }
+        atomic_store(&fork_handlers_on, 0);
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_cmpint(pthread_join(owner, NULL), ==, 0);
+        g_assert_cmpint(pthread_join(releaser, NULL), ==, 0);
+        return;
+    }
+    g_setenv("QED_L2_CACHE_ON_MISUSE", "warn", TRUE);
+    for (unsigned round = 0; round < 3; round++) {
+        g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*double unref*");
+        g_test_trap_assert_stderr_unmatched("*does not hold*");
+        g_test_trap_assert_stderr_unmatched("*not allocated*");
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/dlopen/load-unload-cycles", test_load_unload_cycles);
     g_test_add_func("/dlopen/fork-after-unload", test_fork_after_unload);
     g_test_add_func("/dlopen/thread-outlives-unload", test_thread_outlives_unload);
+    g_test_add_func("/dlopen/atfork-handlers-call-the-library", test_atfork_handlers_call_the_library);
+    g_test_add_func("/dlopen/ledger-created-during-fork", test_ledger_created_during_fork);
     return g_test_run();
 }

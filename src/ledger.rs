@@ -477,7 +477,7 @@ impl Ledger {
     /// so a reader that may hold the old pointer is always seen.
     #[cold]
     fn rebuild(&self, table: &Table, used: &mut usize) {
-        self.lock.lock();
+        let _held = self.lock.lock();
         let old = table.get();
         let live: Vec<u64> = old.keys().collect();
         let fresh = KeyTable::new((live.len() * table.load.slots_per_key).max(64));
@@ -497,7 +497,6 @@ impl Ledger {
         if self.readers.load(Ordering::SeqCst) == 0 {
             retired.clear();
         }
-        self.lock.unlock();
     }
 
     fn owner_delete(&self, table: &Table, i: usize) {
@@ -661,11 +660,9 @@ fn classify_elsewhere(me: &Ledger, key: u64) -> Found {
 /// (the memo's guess first), under that ledger's lock.
 fn forget_elsewhere(me: &Ledger, key: u64) {
     let delete = |other: &Ledger| {
-        other.lock.lock();
+        let _held = other.lock.lock();
         let keys = other.live.get();
-        let hit = keys.find(key).map(|i| keys.delete(i, false)).is_some();
-        other.lock.unlock();
-        hit
+        keys.find(key).map(|i| keys.delete(i, false)).is_some()
     };
     let memo = *me.memo_slot(key);
     // SAFETY: ledgers live until unload.
@@ -726,20 +723,31 @@ unsafe fn give_back(block: NonNull<EntryBlock>) {
     drop(unsafe { Box::from_raw(block.as_ptr()) });
 }
 
-/// Fork handler: takes every ledger's lock (a ledger added meanwhile is
-/// not locked, and needs not be: nobody holds its lock).
+/// Fork handler: takes every ledger's lock for the fork. A ledger another
+/// thread adds meanwhile is not taken: its owner may be holding its lock
+/// (a rebuild), so it is left to the owner in the parent, and reset in the
+/// child (see [`unlock_all`]).
 #[cfg_attr(miri, allow(dead_code))]
 pub fn lock_all() {
     for l in all_ledgers() {
-        l.lock.lock();
+        l.lock.lock_for_fork();
     }
 }
 
-/// Fork handler: releases what [`lock_all`] took.
+/// Fork handler: releases what [`lock_all`] took; in the child, every
+/// ledger lock: only the forking thread lives on there, and it was in
+/// `fork()`, not in a ledger's critical section, so a lock still held is
+/// a vanished thread's. What such a thread may have been doing leaves the
+/// tables whole (a rebuild publishes the new table in one store; a
+/// deletion is one store), and its ledger stays claimed, never reused.
 #[cfg_attr(miri, allow(dead_code))]
-pub fn unlock_all() {
+pub fn unlock_all(in_child: bool) {
     for l in all_ledgers() {
-        l.lock.unlock();
+        if in_child {
+            l.lock.reset_in_fork_child();
+        } else {
+            l.lock.unlock_after_fork();
+        }
     }
 }
 

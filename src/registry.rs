@@ -248,13 +248,13 @@ pub fn is_empty() -> bool {
 /// Fork handler: takes the registry lock.
 #[cfg_attr(miri, allow(dead_code))]
 pub fn lock_all() {
-    NUMBERS.raw().lock();
+    NUMBERS.raw().lock_for_fork();
 }
 
 /// Fork handler: releases it.
 #[cfg_attr(miri, allow(dead_code))]
 pub fn unlock_all() {
-    NUMBERS.raw().unlock();
+    NUMBERS.raw().unlock_after_fork();
 }
 
 /// At unload, with no cache initialised: frees the segments.

@@ -381,6 +381,200 @@ static void test_ledger_created_during_fork(void)
     }
 }
 
+/*
+ * The textbook fork handlers of a program (lock its mutex before the
+ * fork, unlock after), registered before it loads the library, while a
+ * worker calls the library with that mutex held. A library fork handler
+ * that took the library's locks would run first and wait for the worker,
+ * which waits for it (found by an adversarial tester: a hang at the first
+ * fork). The C file takes no lock; neither may the library's handlers.
+ */
+static pthread_mutex_t inversion_mutex = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int inversion_stop;
+
+static void inversion_lock(void)
+{
+    pthread_mutex_lock(&inversion_mutex);
+}
+
+static void inversion_unlock(void)
+{
+    pthread_mutex_unlock(&inversion_mutex);
+}
+
+static void *inversion_worker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&inversion_stop)) {
+        pthread_mutex_lock(&inversion_mutex);
+        use(&fork_lib, 2); /* init, alloc, commit, find, unref, free */
+        CachedL2Table *e[64];
+        for (unsigned i = 0; i < 64; i++) {
+            e[i] = fork_lib.alloc(NULL); /* this thread's table grows */
+        }
+        for (unsigned i = 0; i < 64; i++) {
+            fork_lib.unref(e[i]);
+        }
+        pthread_mutex_unlock(&inversion_mutex);
+    }
+    return NULL;
+}
+
+static void test_fork_handlers_lock_a_mutex_the_caller_holds(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_cmpint(pthread_atfork(inversion_lock, inversion_unlock, inversion_unlock), ==, 0);
+        fork_lib = load();
+        pthread_t worker;
+        g_assert_cmpint(pthread_create(&worker, NULL, inversion_worker, NULL), ==, 0);
+        for (unsigned i = 0; i < 300; i++) {
+            pid_t pid = fork();
+            g_assert_cmpint(pid, >=, 0);
+            if (pid == 0) {
+                use(&fork_lib, 2);
+                _exit(0);
+            }
+            int status;
+            g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+            g_assert_true(WIFEXITED(status));
+            g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        }
+        atomic_store(&inversion_stop, 1);
+        g_assert_cmpint(pthread_join(worker, NULL), ==, 0);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 120 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+}
+
+/*
+ * A single-threaded program whose fork handlers (registered before it
+ * loads the library) fork once more, in the parent and in the child
+ * (found by an adversarial tester: the nested fork hung on the locks the
+ * outer one held).
+ */
+static int nested_depth;
+
+static void nested_fork(void)
+{
+    if (!atomic_load(&fork_handlers_on) || nested_depth) {
+        return;
+    }
+    nested_depth = 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        use(&fork_lib, 2);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    nested_depth = 0;
+}
+
+static void test_fork_from_a_fork_handler(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_cmpint(pthread_atfork(NULL, nested_fork, nested_fork), ==, 0);
+        fork_lib = load();
+        use(&fork_lib, 5);
+        atomic_store(&fork_handlers_on, 1);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            use(&fork_lib, 5);
+            _exit(0);
+        }
+        atomic_store(&fork_handlers_on, 0);
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        use(&fork_lib, 5);
+        return;
+    }
+    g_test_trap_subprocess(NULL, 60 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+}
+
+/*
+ * The program's child handler (registered before the library was loaded,
+ * so it runs before the library's) releases an entry of a thread that
+ * was growing its table at the fork: the lock that thread held is a lock
+ * no thread of the child will release (found by an adversarial tester:
+ * the child spun for ever in 4 of 6 runs).
+ */
+static CachedL2Table *vanished_entry;
+static atomic_int vanished_go, vanished_ready, vanished_stop;
+
+static void *vanished_worker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&vanished_go)) {
+        sched_yield();
+    }
+    vanished_entry = fork_lib.alloc(NULL);
+    atomic_store(&vanished_ready, 1);
+    while (!atomic_load(&vanished_stop)) {
+        CachedL2Table *e[256];
+        for (unsigned i = 0; i < 256; i++) {
+            e[i] = fork_lib.alloc(NULL); /* grows its table, under its lock */
+        }
+        for (unsigned i = 0; i < 256; i++) {
+            fork_lib.unref(e[i]);
+        }
+    }
+    return NULL;
+}
+
+static void vanished_prepare(void)
+{
+    if (!atomic_load(&fork_handlers_on)) {
+        return;
+    }
+    atomic_store(&vanished_go, 1);
+    while (!atomic_load(&vanished_ready)) {
+        sched_yield();
+    }
+    g_usleep(5000);
+}
+
+static void vanished_child(void)
+{
+    if (atomic_load(&fork_handlers_on)) {
+        fork_lib.unref(vanished_entry); /* its last reference: ours now */
+    }
+}
+
+static void test_child_handler_meets_a_vanished_threads_lock(void)
+{
+    if (g_test_subprocess()) {
+        g_assert_cmpint(pthread_atfork(vanished_prepare, NULL, vanished_child), ==, 0);
+        fork_lib = load();
+        use(&fork_lib, 5);
+        pthread_t worker;
+        g_assert_cmpint(pthread_create(&worker, NULL, vanished_worker, NULL), ==, 0);
+        atomic_store(&fork_handlers_on, 1);
+        pid_t pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+            use(&fork_lib, 5);
+            _exit(0);
+        }
+        atomic_store(&fork_handlers_on, 0);
+        atomic_store(&vanished_stop, 1);
+        g_assert_cmpint(pthread_join(worker, NULL), ==, 0);
+        int status;
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        return;
+    }
+    for (unsigned round = 0; round < 6; round++) {
+        g_test_trap_subprocess(NULL, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_test_trap_assert_passed();
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -389,5 +583,10 @@ int main(int argc, char **argv)
     g_test_add_func("/dlopen/thread-outlives-unload", test_thread_outlives_unload);
     g_test_add_func("/dlopen/atfork-handlers-call-the-library", test_atfork_handlers_call_the_library);
     g_test_add_func("/dlopen/ledger-created-during-fork", test_ledger_created_during_fork);
+    g_test_add_func("/dlopen/fork-handlers-lock-a-mutex-the-caller-holds",
+                    test_fork_handlers_lock_a_mutex_the_caller_holds);
+    g_test_add_func("/dlopen/fork-from-a-fork-handler", test_fork_from_a_fork_handler);
+    g_test_add_func("/dlopen/child-handler-meets-a-vanished-threads-lock",
+                    test_child_handler_meets_a_vanished_threads_lock);
     return g_test_run();
 }

@@ -723,31 +723,14 @@ unsafe fn give_back(block: NonNull<EntryBlock>) {
     drop(unsafe { Box::from_raw(block.as_ptr()) });
 }
 
-/// Fork handler: takes every ledger's lock for the fork. A ledger another
-/// thread adds meanwhile is not taken: its owner may be holding its lock
-/// (a rebuild), so it is left to the owner in the parent, and reset in the
-/// child (see [`unlock_all`]).
+/// Fork child handler: releases every ledger lock still held (by a thread
+/// the child does not have). Such a thread leaves the tables whole (a
+/// rebuild publishes the new table with one store, a deletion is one
+/// store), and its ledger stays claimed, never reused.
 #[cfg_attr(miri, allow(dead_code))]
-pub fn lock_all() {
+pub fn forked() {
     for l in all_ledgers() {
-        l.lock.lock_for_fork();
-    }
-}
-
-/// Fork handler: releases what [`lock_all`] took; in the child, every
-/// ledger lock: only the forking thread lives on there, and it was in
-/// `fork()`, not in a ledger's critical section, so a lock still held is
-/// a vanished thread's. What such a thread may have been doing leaves the
-/// tables whole (a rebuild publishes the new table in one store; a
-/// deletion is one store), and its ledger stays claimed, never reused.
-#[cfg_attr(miri, allow(dead_code))]
-pub fn unlock_all(in_child: bool) {
-    for l in all_ledgers() {
-        if in_child {
-            l.lock.reset_in_fork_child();
-        } else {
-            l.lock.unlock_after_fork();
-        }
+        l.lock.reset_in_fork_child();
     }
 }
 

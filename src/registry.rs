@@ -62,6 +62,11 @@ pub fn fork_generation() -> u64 {
 #[cfg_attr(miri, allow(dead_code))]
 pub fn forked() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    if NUMBERS.raw().reset_in_fork_child() {
+        // Held by a thread the child does not have: the map may be
+        // half-updated.
+        NUMBERS.with(|n, _| rebuild_numbers(n));
+    }
 }
 
 /// One slot, on its own cache lines so caches never share a written line.
@@ -133,13 +138,70 @@ struct Numbers {
 static NUMBERS: Locked<Option<Numbers>> = Locked::new(None);
 
 fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
-    NUMBERS.with(|n| {
+    NUMBERS.with(|n, stolen| {
+        if stolen {
+            rebuild_numbers(n);
+        }
         f(n.get_or_insert_with(|| Numbers {
             free: Vec::new(),
             next: 1,
             by_owner: HashMap::new(),
         }))
     })
+}
+
+/// Every slot that exists, with its number.
+fn all_slots() -> impl Iterator<Item = (u32, &'static Slot)> {
+    (0..SEGMENTS).flat_map(|s| {
+        let len = FIRST_SEGMENT << s;
+        let seg: *const Slot = if s == 0 && FIRST_STATIC > 0 {
+            FIRST.as_ptr()
+        } else {
+            SEGMENT[s].load(Ordering::Acquire)
+        };
+        let first_number = if s == 0 {
+            1
+        } else {
+            (FIRST_SEGMENT << s) - FIRST_SEGMENT + 1
+        };
+        (0..if seg.is_null() { 0 } else { len }).map(move |i| {
+            // SAFETY: a published segment holds `len` slots and is freed
+            // only at unload.
+            (first_number as u32 + i as u32, unsafe { &*seg.add(i) })
+        })
+    })
+}
+
+/// In a fork child whose registry lock was held by a thread the child does
+/// not have: that thread may have been changing the map, so it is rebuilt
+/// from the slots, whose owner words are always right (a slot's state is
+/// written before its owner is published, and taken after it is cleared).
+/// The old map is leaked, not dropped: it may be half-updated.
+#[cold]
+fn rebuild_numbers(n: &mut Option<Numbers>) {
+    std::mem::forget(n.take());
+    let mut fresh = Numbers {
+        free: Vec::new(),
+        next: 1,
+        by_owner: HashMap::new(),
+    };
+    for (number, slot) in all_slots() {
+        fresh.next = fresh.next.max(number + 1);
+        match slot.owner.load(Ordering::Acquire) {
+            0 => {
+                // A free slot's state is None, unless a register was cut
+                // short: forget whatever is there, never drop it.
+                // SAFETY: no cache owns the slot, so no one reads it.
+                unsafe { std::ptr::write(slot.state.get(), None) };
+                fresh.free.push(number);
+            }
+            owner => {
+                fresh.by_owner.insert(owner, number);
+            }
+        }
+    }
+    fresh.free.reverse();
+    *n = Some(fresh);
 }
 
 /// Makes sure slot `number`'s segment exists (registry lock held).
@@ -245,21 +307,9 @@ pub fn is_empty() -> bool {
     numbers(|n| n.by_owner.is_empty())
 }
 
-/// Fork handler: takes the registry lock.
-#[cfg_attr(miri, allow(dead_code))]
-pub fn lock_all() {
-    NUMBERS.raw().lock_for_fork();
-}
-
-/// Fork handler: releases it.
-#[cfg_attr(miri, allow(dead_code))]
-pub fn unlock_all() {
-    NUMBERS.raw().unlock_after_fork();
-}
-
 /// At unload, with no cache initialised: frees the segments.
 pub fn release_all_at_unload() {
-    NUMBERS.with(|n| {
+    NUMBERS.with(|n, _| {
         if n.as_ref().is_some_and(|n| !n.by_owner.is_empty()) {
             return;
         }

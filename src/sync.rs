@@ -6,145 +6,109 @@
 //! (alloc, find, commit, unref on the thread that owns the entry): those
 //! read and write only the calling thread's ledger and the cache's own
 //! slot. Locks guard what is rare: creating and freeing caches, finding a
-//! cache whose hint in the struct's padding was overwritten, ledgers being
-//! created, entries released on a thread other than the one that
-//! allocated them, and a ledger's table growing.
+//! cache whose hint in the struct's padding was overwritten, entries
+//! released on a thread other than the one that allocated them, and a
+//! ledger's table growing.
 //!
-//! Fork: a `fork()` from one thread while another holds one of these locks
-//! would leave it held for ever in the child. [`setup`]
-//! registers `pthread_atfork` handlers that take every lock, in the one
-//! order the library ever nests them (registry, then ledger list, then each
-//! ledger), before the fork and release them after it in both processes.
-//! They are registered, and the thread key created, by a constructor when
-//! the library is loaded, before any thread can call it (and through
+//! Fork: no lock is held across a `fork()`. A fork handler that took the
+//! library's locks would wait for the threads holding them, and such a
+//! thread may itself wait for a lock of the program's that the program's
+//! own fork handler holds (glibc runs the handlers of a program that
+//! registered them before it loaded the library after the library's):
+//! a deadlock the C file, which takes no lock, cannot have. Instead, a
+//! fork child recognises a lock held by a thread it does not have. Until
+//! the library's child handler has run, the child's `getpid()` differs
+//! from the one the locks belong to, and the child runs one thread, so a
+//! lock found held is such a lock: it is taken over
+//! ([`LockGuard::stolen`]). The child handler then releases every lock
+//! still held. What a lock guards may then be half-updated: `registry`
+//! rebuilds its map from the slots; a ledger's tables are whole at every
+//! moment (a rebuild publishes the new table with one store).
+//!
+//! The handler and the thread key are set up by a constructor when the
+//! library is loaded, before any thread can call it (and through
 //! `pthread_once`, which glibc restarts in a fork child, if no constructor
-//! ran).
-//! glibc ties handlers registered from a shared object to that object and
-//! drops them when it is unloaded, so a fork after `dlclose` never jumps
-//! into unmapped code.
+//! ran). glibc ties handlers registered from a shared object to that
+//! object and drops them when it is unloaded, so a fork after `dlclose`
+//! never jumps into unmapped code.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-/// A minimal lock: an atomic state, spinning briefly then yielding. Held
-/// only for short, non-blocking sections; unlike `std::sync::Mutex` it can
-/// be taken in a fork handler and released in another one.
-///
-/// The fork handlers take it in a state of its own ([`FORKING`]), and
-/// release only locks in that state: a lock some thread took normally
-/// meanwhile (one of a ledger created during the fork) stays with that
-/// thread. And while a fork is under way, the forking thread itself (in a
-/// fork handler the program registered before the library was loaded,
-/// which glibc runs inside the library's lock window) passes through
-/// every lock the fork holds: it holds them all, so its calls are alone
-/// with the data, as with the C file, which takes no lock.
-pub struct RawLock(AtomicU8);
+/// A minimal lock: an atomic flag, spinning briefly then yielding. Held
+/// only for short, non-blocking sections.
+pub struct RawLock(AtomicBool);
 
-const UNLOCKED: u8 = 0;
-const LOCKED: u8 = 1;
-/// Taken by the fork handlers.
-const FORKING: u8 = 2;
+/// The process the locks' state belongs to: set at load and by the fork
+/// child handler. A process whose `getpid()` differs is a fork child whose
+/// handler has not run yet.
+static LOCKS_PID: AtomicI32 = AtomicI32::new(0);
 
-/// The thread (`pthread_self`) that holds every lock for a fork under way,
-/// 0 when none.
-static FORK_HOLDER: AtomicUsize = AtomicUsize::new(0);
-
-fn this_thread() -> usize {
-    // SAFETY: pthread_self has no preconditions.
-    unsafe { libc::pthread_self() as usize }
+fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
 }
 
-/// Proof that a lock is held; releases it when dropped (nothing to
-/// release when the forking thread passed through a lock the fork holds).
+/// Proof that a lock is held; releases it when dropped.
 #[must_use]
-pub struct LockGuard<'a>(Option<&'a RawLock>);
+pub struct LockGuard<'a> {
+    lock: &'a RawLock,
+    /// The lock was taken over from a thread this fork child does not
+    /// have: what it guards may be half-updated.
+    pub stolen: bool,
+}
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Some(lock) = self.0 {
-            lock.0.store(UNLOCKED, Ordering::Release);
-        }
+        self.lock.0.store(false, Ordering::Release);
     }
 }
 
 impl RawLock {
     /// An unlocked lock.
     pub const fn new() -> RawLock {
-        RawLock(AtomicU8::new(UNLOCKED))
-    }
-
-    fn acquire(&self, state: u8) -> bool {
-        self.0
-            .compare_exchange_weak(UNLOCKED, state, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    }
-
-    fn wait(spins: &mut u32) {
-        *spins += 1;
-        if *spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
-        }
+        RawLock(AtomicBool::new(false))
     }
 
     /// Takes the lock until the guard drops.
     pub fn lock(&self) -> LockGuard<'_> {
         let mut spins = 0u32;
         loop {
-            if self.acquire(LOCKED) {
-                return LockGuard(Some(self));
-            }
-            if self.0.load(Ordering::Relaxed) == FORKING
-                && FORK_HOLDER.load(Ordering::Acquire) == this_thread()
+            if self
+                .0
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
             {
-                return LockGuard(None);
+                return LockGuard {
+                    lock: self,
+                    stolen: false,
+                };
             }
-            Self::wait(&mut spins);
+            if spins % 64 == 0 && getpid() != LOCKS_PID.load(Ordering::Acquire) {
+                // A fork child before its handler ran: the holder is gone,
+                // and this is the child's only thread.
+                self.0.store(true, Ordering::Release);
+                return LockGuard {
+                    lock: self,
+                    stolen: true,
+                };
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
+                std::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
         }
     }
 
-    /// Takes the lock for a fork (prepare handler).
-    pub fn lock_for_fork(&self) {
-        let mut spins = 0u32;
-        while !self.acquire(FORKING) {
-            Self::wait(&mut spins);
-        }
+    /// In a fork child, from its handler: releases the lock if it is
+    /// still held (by a thread the child does not have); true if it was.
+    #[cfg_attr(miri, allow(dead_code))]
+    pub fn reset_in_fork_child(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
     }
-
-    /// Releases the lock if a fork handler took it (parent and child
-    /// handlers); a lock taken otherwise is left to its holder.
-    pub fn unlock_after_fork(&self) {
-        let _ = self
-            .0
-            .compare_exchange(FORKING, UNLOCKED, Ordering::Release, Ordering::Relaxed);
-    }
-
-    /// Releases the lock whoever holds it: in a fork child, where its
-    /// holder may be a thread the child does not have.
-    pub fn reset_in_fork_child(&self) {
-        self.0.store(UNLOCKED, Ordering::Release);
-    }
-
-    /// True while held (for tests).
-    #[cfg(test)]
-    pub fn is_locked(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != UNLOCKED
-    }
-}
-
-/// Prepare handler, once every lock is taken for the fork: the calling
-/// thread passes through them until [`fork_done`].
-#[cfg_attr(miri, allow(dead_code))]
-fn fork_holding() {
-    FORK_HOLDER.store(this_thread(), Ordering::Release);
-}
-
-/// Parent and child handlers, before the locks are released.
-#[cfg_attr(miri, allow(dead_code))]
-fn fork_done() {
-    FORK_HOLDER.store(0, Ordering::Release);
 }
 
 /// Data guarded by a [`RawLock`].
@@ -165,16 +129,16 @@ impl<T> Locked<T> {
         }
     }
 
-    /// Runs `f` with the lock held. `f` must not take a lock that comes
-    /// earlier in the order above.
-    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let _held = self.lock.lock();
-        // SAFETY: the lock is held (or, in a fork handler, all of them by
-        // this thread) until `_held` drops, after `f`.
-        f(unsafe { &mut *self.data.get() })
+    /// Runs `f` with the lock held; `f` learns whether the lock was taken
+    /// over from a thread a fork child does not have (then the data may be
+    /// half-updated). `f` must not take this lock again.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T, bool) -> R) -> R {
+        let held = self.lock.lock();
+        // SAFETY: the lock is held until `held` drops, after `f`.
+        f(unsafe { &mut *self.data.get() }, held.stolen)
     }
 
-    /// The lock itself, for the fork handlers.
+    /// The lock itself, for the fork child handler.
     #[cfg_attr(miri, allow(dead_code))]
     pub fn raw(&self) -> &RawLock {
         &self.lock
@@ -208,11 +172,12 @@ pub fn setup() {
 }
 
 extern "C" fn setup_once() {
+    LOCKS_PID.store(getpid(), Ordering::Release);
     // Miri cannot run fork handlers (nor fork); nothing to protect there.
     #[cfg(not(miri))]
-    // SAFETY: the three handlers are plain functions of this library.
+    // SAFETY: the handler is a plain function of this library.
     unsafe {
-        libc::pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child))
+        libc::pthread_atfork(None, None, Some(after_fork_child))
     };
     crate::ledger::create_thread_key();
 }
@@ -225,27 +190,15 @@ extern "C" fn at_load() {
 #[link_section = ".init_array"]
 static AT_LOAD: extern "C" fn() = at_load;
 
-extern "C" fn before_fork() {
-    crate::registry::lock_all();
-    crate::ledger::lock_all();
-    fork_holding();
-}
-
-#[cfg_attr(miri, allow(dead_code))]
-extern "C" fn after_fork_parent() {
-    fork_done();
-    crate::ledger::unlock_all(false);
-    crate::registry::unlock_all();
-}
-
 #[cfg_attr(miri, allow(dead_code))]
 extern "C" fn after_fork_child() {
     // The other threads are gone: caches they were using may have been
-    // mid-update, so the registry marks everything from before the fork.
-    fork_done();
+    // mid-update, so the registry marks everything from before the fork;
+    // the locks they held are released (the registry's map rebuilt if
+    // they were changing it). Then the locks belong to this process.
     crate::registry::forked();
-    crate::ledger::unlock_all(true);
-    crate::registry::unlock_all();
+    crate::ledger::forked();
+    LOCKS_PID.store(getpid(), Ordering::Release);
 }
 
 /// Runs when the library is unloaded (`dlclose`) or the process exits:
@@ -262,40 +215,3 @@ extern "C" fn at_unload() {
 #[used]
 #[link_section = ".fini_array"]
 static AT_UNLOAD: extern "C" fn() = at_unload;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fork_handlers_release_only_what_they_took() {
-        let l = RawLock::new();
-        let held = l.lock();
-        // A lock some thread holds normally (a ledger created during the
-        // fork window): the parent handler must leave it to that thread.
-        l.unlock_after_fork();
-        assert!(l.is_locked());
-        drop(held);
-        assert!(!l.is_locked());
-        l.lock_for_fork();
-        l.unlock_after_fork();
-        assert!(!l.is_locked());
-    }
-
-    #[test]
-    fn the_forking_thread_passes_through_the_locks_of_its_fork() {
-        let l = RawLock::new();
-        l.lock_for_fork();
-        fork_holding();
-        {
-            // Would spin for ever without the pass (a handler the program
-            // registered before loading the library).
-            let _through = l.lock();
-        }
-        fork_done();
-        assert!(l.is_locked(), "passing through must not release the fork's lock");
-        l.unlock_after_fork();
-        let _normal = l.lock();
-        assert!(l.is_locked());
-    }
-}

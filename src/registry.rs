@@ -62,11 +62,8 @@ pub fn fork_generation() -> u64 {
 #[cfg_attr(miri, allow(dead_code))]
 pub fn forked() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    if NUMBERS.raw().reset_in_fork_child() {
-        // Held by a thread the child does not have: the map may be
-        // half-updated.
-        NUMBERS.with(|n, _| rebuild_numbers(n));
-    }
+    // Taken over (and the map rebuilt) if a thread of the parent held it.
+    numbers(|_| ());
 }
 
 /// One slot, on its own cache lines so caches never share a written line.

@@ -16,14 +16,13 @@
 //! own fork handler holds (glibc runs the handlers of a program that
 //! registered them before it loaded the library after the library's):
 //! a deadlock the C file, which takes no lock, cannot have. Instead, a
-//! fork child recognises a lock held by a thread it does not have. Until
-//! the library's child handler has run, the child's `getpid()` differs
-//! from the one the locks belong to, and the child runs one thread, so a
-//! lock found held is such a lock: it is taken over
-//! ([`LockGuard::stolen`]). The child handler then releases every lock
-//! still held. What a lock guards may then be half-updated: `registry`
-//! rebuilds its map from the slots; a ledger's tables are whole at every
-//! moment (a rebuild publishes the new table with one store).
+//! lock records its holder's process id, and a fork child takes over a
+//! lock held in another process (by a thread it does not have)
+//! ([`LockGuard::stolen`]), while it waits for one held by a thread of its
+//! own, as usual. The child handler releases such locks too. What a lock
+//! guards may then be half-updated: `registry` rebuilds its map from the
+//! slots; a ledger's tables are whole at every moment (a rebuild
+//! publishes the new table with one store).
 //!
 //! The handler and the thread key are set up by a constructor when the
 //! library is loaded, before any thread can call it (and through
@@ -33,16 +32,14 @@
 //! never jumps into unmapped code.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-/// A minimal lock: an atomic flag, spinning briefly then yielding. Held
-/// only for short, non-blocking sections.
-pub struct RawLock(AtomicBool);
-
-/// The process the locks' state belongs to: set at load and by the fork
-/// child handler. A process whose `getpid()` differs is a fork child whose
-/// handler has not run yet.
-static LOCKS_PID: AtomicI32 = AtomicI32::new(0);
+/// A minimal lock, spinning briefly then yielding, held only for short,
+/// non-blocking sections. The lock word is the holder's process id (0:
+/// free), so that a fork child tells a lock held by a thread of its parent
+/// (which it does not have) from one held by a thread of its own: the
+/// first is taken over ([`LockGuard::stolen`]), the second waited for.
+pub struct RawLock(AtomicI32);
 
 fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions.
@@ -53,45 +50,53 @@ fn getpid() -> i32 {
 #[must_use]
 pub struct LockGuard<'a> {
     lock: &'a RawLock,
-    /// The lock was taken over from a thread this fork child does not
-    /// have: what it guards may be half-updated.
+    /// The lock was taken over from a thread of another process (this is
+    /// a fork child): what it guards may be half-updated.
     pub stolen: bool,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.0.store(false, Ordering::Release);
+        self.lock.0.store(0, Ordering::Release);
     }
 }
 
 impl RawLock {
     /// An unlocked lock.
     pub const fn new() -> RawLock {
-        RawLock(AtomicBool::new(false))
+        RawLock(AtomicI32::new(0))
     }
 
     /// Takes the lock until the guard drops.
     pub fn lock(&self) -> LockGuard<'_> {
+        let me = getpid();
         let mut spins = 0u32;
         loop {
-            if self
+            match self
                 .0
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
             {
-                return LockGuard {
-                    lock: self,
-                    stolen: false,
-                };
-            }
-            if spins % 64 == 0 && getpid() != LOCKS_PID.load(Ordering::Acquire) {
-                // A fork child before its handler ran: the holder is gone,
-                // and this is the child's only thread.
-                self.0.store(true, Ordering::Release);
-                return LockGuard {
-                    lock: self,
-                    stolen: true,
-                };
+                Ok(_) => {
+                    return LockGuard {
+                        lock: self,
+                        stolen: false,
+                    }
+                }
+                Err(holder) if holder != 0 && holder != me => {
+                    // Held in the parent by a thread this fork child does
+                    // not have: nobody will release it.
+                    if self
+                        .0
+                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return LockGuard {
+                            lock: self,
+                            stolen: true,
+                        };
+                    }
+                }
+                Err(_) => {}
             }
             spins = spins.wrapping_add(1);
             if spins % 64 != 0 {
@@ -103,11 +108,17 @@ impl RawLock {
         }
     }
 
-    /// In a fork child, from its handler: releases the lock if it is
-    /// still held (by a thread the child does not have); true if it was.
+    /// In a fork child: releases the lock if a thread of another process
+    /// holds it; true if one did.
     #[cfg_attr(miri, allow(dead_code))]
     pub fn reset_in_fork_child(&self) -> bool {
-        self.0.swap(false, Ordering::AcqRel)
+        let holder = self.0.load(Ordering::Acquire);
+        holder != 0
+            && holder != getpid()
+            && self
+                .0
+                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 }
 
@@ -136,12 +147,6 @@ impl<T> Locked<T> {
         let held = self.lock.lock();
         // SAFETY: the lock is held until `held` drops, after `f`.
         f(unsafe { &mut *self.data.get() }, held.stolen)
-    }
-
-    /// The lock itself, for the fork child handler.
-    #[cfg_attr(miri, allow(dead_code))]
-    pub fn raw(&self) -> &RawLock {
-        &self.lock
     }
 }
 
@@ -172,7 +177,6 @@ pub fn setup() {
 }
 
 extern "C" fn setup_once() {
-    LOCKS_PID.store(getpid(), Ordering::Release);
     // Miri cannot run fork handlers (nor fork); nothing to protect there.
     #[cfg(not(miri))]
     // SAFETY: the handler is a plain function of this library.
@@ -195,10 +199,9 @@ extern "C" fn after_fork_child() {
     // The other threads are gone: caches they were using may have been
     // mid-update, so the registry marks everything from before the fork;
     // the locks they held are released (the registry's map rebuilt if
-    // they were changing it). Then the locks belong to this process.
+    // they were changing it).
     crate::registry::forked();
     crate::ledger::forked();
-    LOCKS_PID.store(getpid(), Ordering::Release);
 }
 
 /// Runs when the library is unloaded (`dlclose`) or the process exits:

@@ -126,6 +126,27 @@ static long rss_bytes(void)
     return resident * sysconf(_SC_PAGESIZE);
 }
 
+/* Waits for child `pid` and asserts that it exited with status 0. */
+static void assert_child_ok(pid_t pid)
+{
+    int status;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(WIFEXITED(status));
+    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
+/* Forks a child that makes `commits` commits through `lib`, then exits. */
+static pid_t fork_child_using(Lib *lib, unsigned commits)
+{
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0) {
+        use(lib, commits);
+        _exit(0);
+    }
+    return pid;
+}
+
 static void test_load_unload_cycles(void)
 {
     long before = 0;
@@ -152,10 +173,7 @@ static void test_fork_after_unload(void)
     if (pid == 0) {
         _exit(0);
     }
-    int status;
-    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-    g_assert_true(WIFEXITED(status));
-    g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+    assert_child_ok(pid);
 }
 
 /*
@@ -255,16 +273,8 @@ static void test_atfork_handlers_call_the_library(void)
         fork_lib = load();
         use(&fork_lib, 10);
         atomic_store(&fork_handlers_on, 1);
-        pid_t pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0) {
-            use(&fork_lib, 10);
-            _exit(0);
-        }
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        pid_t pid = fork_child_using(&fork_lib, 10);
+        assert_child_ok(pid);
         use(&fork_lib, 10);
         return;
     }
@@ -428,16 +438,8 @@ static void test_fork_handlers_lock_a_mutex_the_caller_holds(void)
         pthread_t worker;
         g_assert_cmpint(pthread_create(&worker, NULL, inversion_worker, NULL), ==, 0);
         for (unsigned i = 0; i < 300; i++) {
-            pid_t pid = fork();
-            g_assert_cmpint(pid, >=, 0);
-            if (pid == 0) {
-                use(&fork_lib, 2);
-                _exit(0);
-            }
-            int status;
-            g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-            g_assert_true(WIFEXITED(status));
-            g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+            pid_t pid = fork_child_using(&fork_lib, 2);
+            assert_child_ok(pid);
         }
         atomic_store(&inversion_stop, 1);
         g_assert_cmpint(pthread_join(worker, NULL), ==, 0);
@@ -478,17 +480,9 @@ static void test_fork_from_a_fork_handler(void)
         fork_lib = load();
         use(&fork_lib, 5);
         atomic_store(&fork_handlers_on, 1);
-        pid_t pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0) {
-            use(&fork_lib, 5);
-            _exit(0);
-        }
+        pid_t pid = fork_child_using(&fork_lib, 5);
         atomic_store(&fork_handlers_on, 0);
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        assert_child_ok(pid);
         use(&fork_lib, 5);
         return;
     }
@@ -554,19 +548,11 @@ static void test_child_handler_meets_a_vanished_threads_lock(void)
         pthread_t worker;
         g_assert_cmpint(pthread_create(&worker, NULL, vanished_worker, NULL), ==, 0);
         atomic_store(&fork_handlers_on, 1);
-        pid_t pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0) {
-            use(&fork_lib, 5);
-            _exit(0);
-        }
+        pid_t pid = fork_child_using(&fork_lib, 5);
         atomic_store(&fork_handlers_on, 0);
         atomic_store(&vanished_stop, 1);
         g_assert_cmpint(pthread_join(worker, NULL), ==, 0);
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        assert_child_ok(pid);
         return;
     }
     for (unsigned round = 0; round < 6; round++) {
@@ -627,10 +613,7 @@ static void fork_children_with_threads(gboolean underscore)
             _exit(0);
         }
         atomic_store(&fork_handlers_on, 0);
-        int status;
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        assert_child_ok(pid);
     }
     for (unsigned i = 0; i < 100; i++) {
         fork_lib.free_cache(&before[i]);

@@ -343,8 +343,8 @@ struct LiveView {
 /// The calling thread's thread pointer (the ELF TLS ABI's: on x86_64 the
 /// word at `%fs:0` is the thread control block's own address, on aarch64
 /// `tpidr_el0` holds it). Distinct for every live thread, and one
-/// instruction to read; `None` where it is not read that way (then the
-/// thread-local copy serves).
+/// instruction to read; `None` where it is not read that way (then every
+/// thread uses shard 0 of [`RECENT_LIVE`]).
 #[inline(always)]
 fn thread_pointer() -> Option<usize> {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
@@ -376,13 +376,6 @@ fn thread_pointer() -> Option<usize> {
     {
         None
     }
-}
-
-/// The calling thread's live table: slots (null if it has none yet), mask
-/// and shift.
-#[inline(always)]
-fn my_live_table() -> (*const AtomicU64, usize, u32) {
-    MY_LIVE.with(|m| (m.slots.get(), m.mask.get(), m.shift.get()))
 }
 
 /// Points the calling thread's copy at its live table.
@@ -581,7 +574,7 @@ pub fn classify(block: *const EntryBlock) -> Found {
     if recent_live_slot(my_shard(), key).load(Ordering::Acquire) == key {
         return Found::Live;
     }
-    let (slots, mask, shift) = my_live_table();
+    let (slots, mask, shift) = MY_LIVE.with(|m| (m.slots.get(), m.mask.get(), m.shift.get()));
     if !slots.is_null() {
         let mut i = home(key, shift);
         loop {
@@ -730,17 +723,6 @@ unsafe fn give_back(block: NonNull<EntryBlock>) {
     memtools::unpoison(block.as_ptr().cast(), std::mem::size_of::<EntryBlock>());
     // SAFETY: per the caller's guarantee the Box is ours again.
     drop(unsafe { Box::from_raw(block.as_ptr()) });
-}
-
-/// Fork child handler: releases every ledger lock still held (by a thread
-/// the child does not have). Such a thread leaves the tables whole (a
-/// rebuild publishes the new table with one store, a deletion is one
-/// store), and its ledger stays claimed, never reused.
-#[cfg_attr(miri, allow(dead_code))]
-pub fn forked() {
-    for l in all_ledgers() {
-        l.lock.reset_in_fork_child();
-    }
 }
 
 /// At unload: when no other thread holds a ledger, gives every quarantined

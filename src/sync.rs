@@ -19,7 +19,7 @@
 //! lock records its holder's process id, and a fork child takes over a
 //! lock held in another process (by a thread it does not have)
 //! ([`LockGuard::stolen`]), while it waits for one held by a thread of its
-//! own, as usual. The child handler releases such locks too. What a lock
+//! own, as usual. What a lock
 //! guards may then be half-updated: `registry` rebuilds its map from the
 //! slots; a ledger's tables are whole at every moment (a rebuild
 //! publishes the new table with one store).
@@ -107,19 +107,6 @@ impl RawLock {
             }
         }
     }
-
-    /// In a fork child: releases the lock if a thread of another process
-    /// holds it; true if one did.
-    #[cfg_attr(miri, allow(dead_code))]
-    pub fn reset_in_fork_child(&self) -> bool {
-        let holder = self.0.load(Ordering::Acquire);
-        holder != 0
-            && holder != getpid()
-            && self
-                .0
-                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-    }
 }
 
 /// Data guarded by a [`RawLock`].
@@ -197,11 +184,10 @@ static AT_LOAD: extern "C" fn() = at_load;
 #[cfg_attr(miri, allow(dead_code))]
 extern "C" fn after_fork_child() {
     // The other threads are gone: caches they were using may have been
-    // mid-update, so the registry marks everything from before the fork;
-    // the locks they held are released (the registry's map rebuilt if
-    // they were changing it).
+    // mid-update, so the registry marks everything from before the fork,
+    // and rebuilds its map now if one of them was changing it. (Any other
+    // lock they held is taken over at its first use.)
     crate::registry::forked();
-    crate::ledger::forked();
 }
 
 /// Runs when the library is unloaded (`dlclose`) or the process exits:

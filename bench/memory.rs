@@ -9,13 +9,12 @@
 //!
 //! `cargo run --release --example memory` (meson: part of `meson test --benchmark`).
 
-use qed_l2_cache::internals::CacheState;
-use qed_l2_cache::internals::{Cache, Commit, Policy};
-use qed_l2_cache::internals::{EntryPtr, HIDDEN_BYTES};
+use qed_l2_cache::internals::{advisor, set_advisor, Advised, Cache, Commit, Policy};
+use qed_l2_cache::internals::{CACHE_STATE_BYTES, ENTRY_HANDLE_BYTES, HIDDEN_BYTES};
 
 fn main() {
-    // The core stores `EntryPtr` handles; a `usize` has the same size.
-    assert_eq!(std::mem::size_of::<usize>(), std::mem::size_of::<EntryPtr>());
+    // The core stores entry handles; a `usize` has the same size.
+    assert_eq!(std::mem::size_of::<usize>(), ENTRY_HANDLE_BYTES);
     println!("| cached tables | hidden entry bytes | node + visited + index | per-cache state | total |");
     println!("|---:|---:|---:|---:|---:|");
     for n in [50u32, 1024, 16384] {
@@ -28,7 +27,7 @@ fn main() {
         assert_eq!(c.len(), n);
         let n = f64::from(n);
         let core = c.heap_bytes() as f64 / n;
-        let state = std::mem::size_of::<CacheState>() as f64 / n;
+        let state = CACHE_STATE_BYTES as f64 / n;
         let hidden = HIDDEN_BYTES as f64;
         println!(
             "| {} | {hidden:.0} | {core:.2} | {state:.2} | {:.2} |",
@@ -44,8 +43,8 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for policy in Policy::ALL {
         for n in [50u32, 1024, 16384] {
-            let mut c: Cache<usize> = Cache::new(n, policy);
-            c.set_advisor(true);
+            let mut c: Advised<usize> = Cache::new(n, policy);
+            set_advisor(&mut c, true);
             let tables = 10 * u64::from(n);
             for i in 0..3 * tables {
                 let off = (i % tables + 1) * 0x40000;
@@ -54,7 +53,7 @@ fn main() {
                     assert!(c.find(off).is_some());
                 }
             }
-            let a = c.advisor().expect("on");
+            let a = advisor(&c).expect("on");
             let heap = a.heap_bytes() as f64;
             println!(
                 "| {} | {n} | {} | {:.1} | {} | {:.1} |",

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! What recognising an entry costs per call: `EntryPtr::check`, the lookup
+//! What recognising an entry costs per call: the lookup
 //! every `qed_unref_l2_cache_entry` and `qed_commit_l2_cache_entry` makes
 //! in the library's records before touching the pointer (docs/misuse.md).
 //! Timed on live entries of the calling thread (the usual case), on
@@ -8,7 +8,8 @@
 //!
 //!   cargo run --release --example ownership
 
-use qed_l2_cache::internals::{Checked, EntryPtr};
+use qed_l2_cache::internals::{entry_status, EntryStatus};
+use qed_l2_cache::qed_alloc_l2_cache_entry;
 use std::hint::black_box;
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -23,7 +24,7 @@ fn best_ns_per_check(ptrs: &[NonNull<qed_l2_cache::CachedL2Table>], expect_live:
         let mut live = 0usize;
         for _ in 0..ROUNDS {
             for &p in ptrs {
-                live += matches!(EntryPtr::check(black_box(p)), Checked::Live(_)) as usize;
+                live += (entry_status(black_box(p).as_ptr()) == EntryStatus::Live) as usize;
             }
         }
         let ns = t0.elapsed().as_nanos() as f64 / (ROUNDS * ptrs.len()) as f64;
@@ -34,14 +35,13 @@ fn best_ns_per_check(ptrs: &[NonNull<qed_l2_cache::CachedL2Table>], expect_live:
 }
 
 fn main() {
-    let own: Vec<_> = (0..ENTRIES)
-        .map(|_| NonNull::new(EntryPtr::alloc().as_c()).unwrap())
-        .collect();
+    // SAFETY: alloc takes any cache pointer (only printed in traces).
+    let alloc = || unsafe { qed_alloc_l2_cache_entry(std::ptr::null_mut()) };
+    let own: Vec<_> = (0..ENTRIES).map(|_| NonNull::new(alloc()).unwrap()).collect();
     struct Sendable(Vec<usize>);
-    let other =
-        std::thread::spawn(|| Sendable((0..ENTRIES).map(|_| EntryPtr::alloc().as_c() as usize).collect()))
-            .join()
-            .unwrap();
+    let other = std::thread::spawn(move || Sendable((0..ENTRIES).map(|_| alloc() as usize).collect()))
+        .join()
+        .unwrap();
     let other: Vec<_> = other
         .0
         .iter()
@@ -52,7 +52,7 @@ fn main() {
         .iter_mut()
         .map(|b| NonNull::new(b.as_mut_ptr().cast()).unwrap())
         .collect();
-    println!("ownership check (EntryPtr::check), ns per call, best of 11, {ENTRIES} entries:");
+    println!("ownership check (the records lookup), ns per call, best of 11, {ENTRIES} entries:");
     println!("| pointer | ns |\n|---|---:|");
     println!(
         "| live entry of the calling thread | {:.2} |",

@@ -144,20 +144,21 @@ typedef struct L2TableCache {
 typedef uint32_t QedL2CachePolicy;
 
 /**
- * What a cache counted since `qed_init_l2_cache`
- * (filled by `qed_l2_cache_get_stats`).
+ * What a cache counted since it was created (`qed_init_l2_cache`), as
+ * `qed_l2_cache_get_stats` copies it out: the C header's
+ * `QedL2CacheStats` is this struct.
  */
 typedef struct QedL2CacheStats {
   /**
-   * `qed_find_l2_cache_entry` calls that returned an entry.
+   * Lookups (`find`) that returned an entry.
    */
   uint64_t hits;
   /**
-   * `qed_find_l2_cache_entry` calls that returned NULL.
+   * Lookups that returned none.
    */
   uint64_t misses;
   /**
-   * `qed_commit_l2_cache_entry` calls accepted, duplicates included.
+   * Commits accepted, duplicates included.
    */
   uint64_t commits;
   /**

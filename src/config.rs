@@ -8,12 +8,10 @@
 
 use crate::cache::Policy;
 use std::ffi::{CStr, CString, OsString};
+use std::fmt::Display;
 use std::os::unix::ffi::OsStringExt;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
-
-/// Default maximum number of cached tables: QEMU's `MAX_L2_CACHE_SIZE`.
-pub const DEFAULT_MAX_ENTRIES: u32 = 50;
 
 /// What to do when a caller misuses the API (docs/misuse.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +20,16 @@ pub enum OnMisuse {
     Abort,
     /// Print one line, refuse the call, let the caller go on.
     Warn,
+}
+
+impl OnMisuse {
+    /// The value of `QED_L2_CACHE_ON_MISUSE` that selects it.
+    fn name(self) -> &'static str {
+        match self {
+            OnMisuse::Abort => "abort",
+            OnMisuse::Warn => "warn",
+        }
+    }
 }
 
 /// The settings read from the environment.
@@ -40,10 +48,13 @@ pub struct Config {
     pub report: bool,
 }
 
+/// The defaults, each stated here once: the messages about a bad value
+/// print them from here.
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_entries: DEFAULT_MAX_ENTRIES,
+            // QEMU's MAX_L2_CACHE_SIZE.
+            max_entries: 50,
             policy: Policy::Fifo,
             on_misuse: OnMisuse::Abort,
             trace: false,
@@ -52,83 +63,117 @@ impl Default for Config {
     }
 }
 
+/// A positive decimal integer below 2^32: digits only (no sign, no
+/// spaces, no base prefix; Rust's own parser would take "+7").
+fn positive_u32(s: &str) -> Option<u32> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits.then(|| s.parse::<u32>().ok()).flatten().filter(|&n| n > 0)
+}
+
+/// An on/off switch: "1" on, "0" or empty off.
+fn switch(s: &str) -> Option<bool> {
+    match s {
+        "1" => Some(true),
+        "0" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// How a switch's default is shown in a message.
+fn switch_name(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 impl Config {
     /// Builds the configuration from `var` (the environment, or a stand-in
     /// in tests), reporting every invalid value through `report`.
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>, mut report: impl FnMut(String)) -> Config {
-        let defaults = Config::default();
-        let mut read = |name, expected, parse: &dyn Fn(&str) -> Option<u32>| {
-            setting(&var, &mut report, name, expected, parse)
+        let d = Config::default();
+        let mut read = Reader {
+            var: &var,
+            report: &mut report,
         };
-        let max_entries = read(
-            "QED_L2_CACHE_SIZE",
-            "expected a positive integer below 2^32 (default 50)",
-            &|s| {
-                // Digits only: no sign, no spaces (Rust's parser takes "+7").
-                let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-                digits.then(|| s.parse::<u32>().ok()).flatten().filter(|&n| n > 0)
-            },
-        );
-        let policy = read(
-            "QED_L2_CACHE_POLICY",
-            "expected fifo, lru or sieve (default fifo)",
-            &|s| Policy::ALL.iter().position(|p| p.name() == s).map(|i| i as u32),
-        );
-        let on_misuse = read(
-            "QED_L2_CACHE_ON_MISUSE",
-            "expected abort or warn (default abort)",
-            &|s| ["abort", "warn"].iter().position(|&v| v == s).map(|i| i as u32),
-        );
-        // The on/off switches: "1" on, "0" or empty off.
-        let switch = |s: &str| {
-            ["0", "1", ""]
-                .iter()
-                .position(|&v| v == s)
-                .map(|i| (i == 1) as u32)
-        };
-        let trace = read(
-            "QED_L2_CACHE_TRACE",
-            "expected 1 (on) or 0 (off, the default)",
-            &switch,
-        );
-        let report = read(
-            "QED_L2_CACHE_REPORT",
-            "expected 1 (on) or 0 (off, the default)",
-            &switch,
-        );
         Config {
-            max_entries: max_entries.unwrap_or(defaults.max_entries),
-            policy: policy.map_or(defaults.policy, |i| Policy::ALL[i as usize]),
-            on_misuse: match on_misuse {
-                Some(1) => OnMisuse::Warn,
-                Some(_) => OnMisuse::Abort,
-                None => defaults.on_misuse,
-            },
-            trace: trace.map_or(defaults.trace, |t| t == 1),
-            report: report.map_or(defaults.report, |t| t == 1),
+            max_entries: read.setting(
+                "QED_L2_CACHE_SIZE",
+                "a positive integer below 2^32",
+                d.max_entries,
+                d.max_entries,
+                positive_u32,
+            ),
+            policy: read.setting(
+                "QED_L2_CACHE_POLICY",
+                "fifo, lru or sieve",
+                d.policy.name(),
+                d.policy,
+                Policy::from_name,
+            ),
+            on_misuse: read.setting(
+                "QED_L2_CACHE_ON_MISUSE",
+                "abort or warn",
+                d.on_misuse.name(),
+                d.on_misuse,
+                |s| {
+                    [OnMisuse::Abort, OnMisuse::Warn]
+                        .into_iter()
+                        .find(|m| m.name() == s)
+                },
+            ),
+            trace: read.setting(
+                "QED_L2_CACHE_TRACE",
+                "1 (on) or 0 (off)",
+                switch_name(d.trace),
+                d.trace,
+                switch,
+            ),
+            report: read.setting(
+                "QED_L2_CACHE_REPORT",
+                "1 (on) or 0 (off)",
+                switch_name(d.report),
+                d.report,
+                switch,
+            ),
         }
     }
 }
 
-/// Reads one variable; an unset variable is `None` silently, an invalid one
-/// is `None` after one line through `report`.
-fn setting(
-    var: &dyn Fn(&str) -> Option<OsString>,
-    report: &mut dyn FnMut(String),
-    name: &str,
-    expected: &str,
-    parse: &dyn Fn(&str) -> Option<u32>,
-) -> Option<u32> {
-    let value = var(name)?;
-    let parsed = value.to_str().and_then(parse);
-    if parsed.is_none() {
-        // Escaped, so that a newline in the value cannot split the line.
-        report(format!(
-            "qed-l2-cache: ignoring {name}=\"{}\": {expected}; using the default",
-            value.to_string_lossy().escape_debug()
-        ));
+/// Reads variables, reporting each bad value in one line.
+struct Reader<'a> {
+    var: &'a dyn Fn(&str) -> Option<OsString>,
+    report: &'a mut dyn FnMut(String),
+}
+
+impl Reader<'_> {
+    /// The value of `name` parsed by `parse`: `default` when unset, and
+    /// after one line through `report` when invalid. `expected` says what
+    /// is valid, `shown` how the default is written in that line.
+    fn setting<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        shown: impl Display,
+        default: T,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        let Some(value) = (self.var)(name) else {
+            return default;
+        };
+        match value.to_str().and_then(parse) {
+            Some(v) => v,
+            None => {
+                // Escaped, so that a newline in the value cannot split the line.
+                (self.report)(format!(
+                    "qed-l2-cache: ignoring {name}=\"{}\": expected {expected} (default {shown}); using the default",
+                    value.to_string_lossy().escape_debug()
+                ));
+                default
+            }
+        }
     }
-    parsed
 }
 
 /// The configuration, computed on first use. No lock: a thread that finds
@@ -167,7 +212,7 @@ fn first_get() -> &'static Config {
         Ok(_) => {
             // Reported once: only by the thread whose copy was published.
             for line in lines {
-                crate::diag::write_line(format_args!("{line}"));
+                crate::stderr::write_line(format_args!("{line}"));
             }
             // SAFETY: just published, never freed.
             unsafe { &*mine }
@@ -241,6 +286,15 @@ mod tests {
         );
         assert!(lines[2].contains("QED_L2_CACHE_ON_MISUSE=\"ignore\""));
         assert!(lines[3].contains("QED_L2_CACHE_TRACE=\"yes\""));
+        // The messages name each default, from the one place it is set.
+        assert!(lines[0].ends_with("expected a positive integer below 2^32 (default 50); using the default"));
+        assert!(lines[1].ends_with("expected fifo, lru or sieve (default fifo); using the default"));
+        assert!(lines[2].contains("expected abort or warn (default abort)"));
+        assert!(
+            lines[3].contains("expected 1 (on) or 0 (off) (default off)"),
+            "{}",
+            lines[3]
+        );
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "-5")]);
         assert_eq!(lines.len(), 1);
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "99999999999")]);
@@ -248,7 +302,7 @@ mod tests {
         for bad in [" 50", "50 ", "+7", "-0", "", "0x10", "5 0"] {
             let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", bad)]);
             assert_eq!(lines.len(), 1, "{bad:?} must be reported");
-            assert_eq!(config.max_entries, DEFAULT_MAX_ENTRIES, "{bad:?}");
+            assert_eq!(config.max_entries, Config::default().max_entries, "{bad:?}");
         }
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "7\n")]);
         assert!(lines.len() == 1 && !lines[0].contains('\n'), "{lines:?}");

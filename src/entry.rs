@@ -1,11 +1,32 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-//! Entry memory: every `CachedL2Table` the library hands out is the first
-//! member of a slightly larger heap block whose hidden tail holds the
-//! library's flags for it. Whether a pointer is such a block is answered by
-//! the ledgers ([`crate::ledger`]) before anything is read through it.
+//! Entries: every `CachedL2Table` the library hands out is the first member
+//! of a block from the ledgers ([`crate::ledger`]) whose hidden tail holds
+//! the library's flags for it; and every rule of the reference count lives
+//! here (docs/behaviour.md, "Ownership"):
+//!
+//! - a new entry holds one reference, the caller's ([`EntryPtr::alloc`]);
+//! - a find hands out one more ([`EntryPtr::take_ref`]), and a count that
+//!   would pass `INT_MAX` is frozen there instead (the entry then lives for
+//!   ever, which is safe, unlike a wrap);
+//! - a cached entry holds exactly one reference of the cache's, so a
+//!   caller may drop a reference only while the count is above that
+//!   ([`EntryPtr::caller_may_unref`]), and an entry with more is *pinned*:
+//!   a request holds it, and no eviction may take it
+//!   ([`EntryPtr::is_pinned`]);
+//! - an entry that is not cached holds only callers' references, so a
+//!   refused commit drops the one it was handed
+//!   ([`EntryPtr::holds_callers_reference`]);
+//! - at zero the table is `free()`d and the block goes to quarantine
+//!   ([`EntryPtr::drop_ref`]).
+//!
+//! Entries are aliased by the C list, the core's nodes and the requests
+//! that hold them, so nothing here can prove a handle alive: every method
+//! that reads or writes through one is `unsafe`, and its caller says why
+//! the entry is live at that point.
 
 use crate::abi::{CachedL2Table, CachedL2TableEntry, QTailQLink};
-use crate::ledger::{self, Found};
+use crate::ledger::{self, Found, BLOCK_LAYOUT};
+use crate::memtools::hide;
 use std::ffi::c_int;
 use std::ptr::{null_mut, NonNull};
 
@@ -15,25 +36,35 @@ const FLAG_CACHED: u32 = 1;
 /// there: the entry is never released.
 const FLAG_SATURATED: u32 = 2;
 
-/// The allocation behind every entry. `entry` comes first so a
+/// The references a new entry holds: the caller's one.
+const NEW_ENTRY_REFS: c_int = 1;
+/// The references the cache holds on an entry it lists.
+const CACHE_REFS: c_int = 1;
+
+/// What is laid out in every entry's block. `entry` comes first so a
 /// `*mut CachedL2Table` given to C is a `*mut EntryBlock` too.
 #[repr(C)]
-pub struct EntryBlock {
+struct EntryBlock {
     /// What C sees.
-    pub entry: CachedL2Table,
+    entry: CachedL2Table,
     flags: u32,
     /// The shard of the ledger's table of recent live entries the entry
     /// was recorded in (`ledger::record_alloc`), for its release.
     shard: u32,
 }
 
+// The block the ledgers hand out is exactly an EntryBlock.
+const _: () = assert!(std::mem::size_of::<EntryBlock>() == BLOCK_LAYOUT.size());
+const _: () = assert!(std::mem::align_of::<EntryBlock>() <= BLOCK_LAYOUT.align());
+
 /// Hidden bytes per entry beyond the 40 C sees.
 pub const HIDDEN_BYTES: usize = std::mem::size_of::<EntryBlock>() - std::mem::size_of::<CachedL2Table>();
 
-/// A live entry owned by the library, as the core cache stores it. The
-/// address is kept hidden (`ledger::hide`, as the ledgers keep it): a cache the caller never frees must not make its entries look
-/// reachable to valgrind or LeakSanitizer, so they are reported lost as
-/// with the C file.
+/// A handle on one of the library's entries, as the core cache stores it.
+/// The address is kept hidden (`memtools::hide`): a cache the caller never
+/// frees must not make its entries look reachable to valgrind or
+/// LeakSanitizer, so they are reported lost as with the C file. Copying
+/// a handle proves nothing about the entry: see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryPtr(NonNull<EntryBlock>);
 
@@ -47,33 +78,53 @@ pub enum Checked {
     Foreign,
 }
 
+/// A find was refused a reference: the count is at `INT_MAX`. It stays
+/// there, frozen, and the entry is never released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saturated;
+
+/// Why a caller may not drop a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHeld {
+    /// The count is already zero or less (only a released entry has that,
+    /// so this is reached only if memory was overwritten).
+    NoneLeft(c_int),
+    /// The one reference left is the cache's own.
+    CachesOwn,
+}
+
 impl EntryPtr {
-    /// A new entry: zeroed, `ref = 1`, on no list, recorded as live. Aborts
-    /// when out of memory, as glib's `g_malloc0` does.
+    /// A new entry: zeroed, holding the caller's one reference, on no
+    /// list, recorded as live. Aborts when out of memory, as glib's
+    /// `g_malloc0` does.
     pub fn alloc() -> EntryPtr {
         let shard = ledger::my_shard();
-        let block = Box::new(EntryBlock {
-            entry: CachedL2Table {
-                table: null_mut(),
-                offset: 0,
-                node: CachedL2TableEntry {
-                    tqe_circ: QTailQLink {
-                        tql_next: null_mut(),
-                        tql_prev: null_mut(),
+        let block = ledger::alloc_block().cast::<EntryBlock>();
+        // SAFETY: a fresh block of EntryBlock's size and alignment (checked
+        // above), not yet visible to anyone.
+        unsafe {
+            block.as_ptr().write(EntryBlock {
+                entry: CachedL2Table {
+                    table: null_mut(),
+                    offset: 0,
+                    node: CachedL2TableEntry {
+                        tqe_circ: QTailQLink {
+                            tql_next: null_mut(),
+                            tql_prev: null_mut(),
+                        },
                     },
+                    r#ref: NEW_ENTRY_REFS,
                 },
-                r#ref: 1,
-            },
-            flags: 0,
-            shard,
-        });
-        let block = NonNull::from(Box::leak(block));
-        ledger::record_alloc(block, shard);
+                flags: 0,
+                shard,
+            })
+        };
+        ledger::record_alloc(block.cast(), shard);
         EntryPtr::hiding(block)
     }
 
     fn hiding(block: NonNull<EntryBlock>) -> EntryPtr {
-        let hidden = block.as_ptr().map_addr(|a| ledger::hide(a) as usize);
+        let hidden = block.as_ptr().map_addr(|a| hide(a) as usize);
         // SAFETY: a hidden address has high bits set, so it is not null.
         EntryPtr(unsafe { NonNull::new_unchecked(hidden) })
     }
@@ -81,55 +132,59 @@ impl EntryPtr {
     /// The block's real address (provenance kept through the hiding).
     #[inline(always)]
     fn block(self) -> *mut EntryBlock {
-        self.0.as_ptr().map_addr(|a| ledger::hide(a) as usize)
+        self.0.as_ptr().map_addr(|a| hide(a) as usize)
     }
 
     /// Classifies a pointer that C passed in, from the library's records
-    /// only: nothing is read through `p` unless it is a live entry.
+    /// only: nothing is read through `p`.
     #[inline(always)]
     pub fn check(p: NonNull<CachedL2Table>) -> Checked {
         let block = p.as_ptr().cast::<EntryBlock>();
         if !block.is_aligned() {
             return Checked::Foreign;
         }
-        match ledger::classify(block) {
+        match ledger::classify(block.cast()) {
             Found::Live => Checked::Live(EntryPtr::hiding(p.cast())),
             Found::Released => Checked::Released,
             Found::Unknown => Checked::Foreign,
         }
     }
 
-    /// The pointer C sees.
+    /// The pointer C sees (computing it reads nothing).
     pub fn as_c(self) -> *mut CachedL2Table {
         self.block().cast()
     }
 
     /// The reference count.
-    pub fn refs(self) -> c_int {
-        // SAFETY: an EntryPtr is live until `release` consumes it.
+    ///
+    /// # Safety
+    /// The entry is live, and no other thread uses it during the call
+    /// (calls on an entry are serialized by the caller's lock).
+    pub unsafe fn refs(self) -> c_int {
+        // SAFETY: live, per the caller.
         unsafe { (*self.as_c()).r#ref }
     }
 
-    /// Sets the reference count.
-    pub fn set_refs(self, refs: c_int) {
-        // SAFETY: as in `refs`; calls on an entry are serialized by the
-        // caller's lock (docs/behaviour.md, "Threads").
-        unsafe { (*self.as_c()).r#ref = refs }
-    }
-
     /// The table's offset in the image file.
-    pub fn offset(self) -> u64 {
-        // SAFETY: as in `refs`.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn offset(self) -> u64 {
+        // SAFETY: live, per the caller.
         unsafe { (*self.as_c()).offset }
     }
 
-    fn flag(self, flag: u32) -> bool {
-        // SAFETY: as in `refs`.
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    unsafe fn flag(self, flag: u32) -> bool {
+        // SAFETY: live, per the caller.
         unsafe { (*self.block()).flags & flag != 0 }
     }
 
-    fn set_flag(self, flag: u32, on: bool) {
-        // SAFETY: as in `set_refs`.
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    unsafe fn set_flag(self, flag: u32, on: bool) {
+        // SAFETY: live and not used elsewhere, per the caller.
         unsafe {
             let flags = &mut (*self.block()).flags;
             *flags = if on { *flags | flag } else { *flags & !flag };
@@ -137,31 +192,115 @@ impl EntryPtr {
     }
 
     /// True while the entry is on a cache's list.
-    pub fn is_cached(self) -> bool {
-        self.flag(FLAG_CACHED)
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn is_cached(self) -> bool {
+        // SAFETY: per the caller.
+        unsafe { self.flag(FLAG_CACHED) }
     }
 
-    /// Records whether the entry is on a cache's list.
-    pub fn set_cached(self, cached: bool) {
-        self.set_flag(FLAG_CACHED, cached)
+    /// Records that the entry joined (true) or left (false) a cache's
+    /// list, with the reference the caller handed to the cache.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn set_cached(self, cached: bool) {
+        // SAFETY: per the caller.
+        unsafe { self.set_flag(FLAG_CACHED, cached) }
     }
 
-    /// True once the count was frozen at `INT_MAX`.
-    pub fn is_saturated(self) -> bool {
-        self.flag(FLAG_SATURATED)
+    /// True when a request holds the entry beyond the cache's reference:
+    /// then no eviction may take it (the rule of QEMU commit 14fe292d86).
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn is_pinned(self) -> bool {
+        // SAFETY: per the caller.
+        unsafe { self.refs() > CACHE_REFS }
     }
 
-    /// Freezes the count where it is: the entry is never released.
-    pub fn saturate(self) {
-        self.set_flag(FLAG_SATURATED, true)
+    /// Whether a caller holds a reference it may drop: not when none is
+    /// left, nor when the only one left is the cache's.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn caller_may_unref(self) -> Result<(), NotHeld> {
+        // SAFETY: per the caller.
+        let (refs, cached) = unsafe { (self.refs(), self.is_cached()) };
+        if refs < 1 {
+            Err(NotHeld::NoneLeft(refs))
+        } else if cached && refs <= CACHE_REFS {
+            Err(NotHeld::CachesOwn)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True when every reference is a caller's (the entry is not cached):
+    /// a commit refused because of the cache drops the one it was handed.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn holds_callers_reference(self) -> bool {
+        // SAFETY: per the caller.
+        unsafe { !self.is_cached() }
+    }
+
+    /// One more reference, for a find. At `INT_MAX` the count is frozen
+    /// instead (reported by the caller as a misuse, once: a frozen count
+    /// refuses silently).
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn take_ref(self) -> Result<(), Saturated> {
+        // SAFETY: per the caller.
+        unsafe {
+            let refs = self.refs();
+            if refs == c_int::MAX {
+                if self.flag(FLAG_SATURATED) {
+                    return Ok(());
+                }
+                self.set_flag(FLAG_SATURATED, true);
+                return Err(Saturated);
+            }
+            (*self.as_c()).r#ref = refs + 1;
+        }
+        Ok(())
+    }
+
+    /// Drops one reference; at zero the table is `free()`d and the entry
+    /// released (quarantined). Returns the count left, `None` when it is
+    /// frozen (nothing changed).
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`]; the one dropped must be held (see
+    /// [`EntryPtr::caller_may_unref`], or the cache's own once the entry
+    /// left the list). When the count reaches zero the entry must be on no
+    /// list, and no one may use the handle afterwards.
+    pub unsafe fn drop_ref(self) -> Option<c_int> {
+        // SAFETY: per the caller.
+        unsafe {
+            let refs = self.refs();
+            // Only a count at INT_MAX can be frozen, so the flag is read
+            // only then.
+            if refs == c_int::MAX && self.flag(FLAG_SATURATED) {
+                return None;
+            }
+            (*self.as_c()).r#ref = refs - 1;
+            if refs - 1 == 0 {
+                self.release();
+            }
+            Some(refs - 1)
+        }
     }
 
     /// Releases an entry whose count reached zero: `free()`s its table and
     /// moves the block to the calling thread's quarantine.
     ///
     /// # Safety
-    /// No one may use `self` afterwards; the entry must be on no list.
-    pub unsafe fn release(self) {
+    /// As for [`EntryPtr::drop_ref`] at zero.
+    unsafe fn release(self) {
         let block = self.block();
         // SAFETY: the block is live and now unreferenced. The table came
         // from the caller's aligned allocator, released with free() (QEMU's
@@ -169,7 +308,7 @@ impl EntryPtr {
         unsafe {
             libc::free((*block).entry.table.cast());
             (*block).entry.table = null_mut();
-            ledger::record_release(NonNull::new_unchecked(block), (*block).shard);
+            ledger::record_release(NonNull::new_unchecked(block).cast(), (*block).shard);
         }
     }
 }
@@ -186,12 +325,16 @@ mod tests {
         assert!(c.table.is_null());
         assert_eq!(c.offset, 0);
         assert_eq!(c.r#ref, 1);
-        assert!(!e.is_cached());
+        // SAFETY: `e` is live (until the drop_ref below).
+        unsafe {
+            assert!(!e.is_cached());
+            assert!(!e.is_pinned());
+            assert_eq!(e.caller_may_unref(), Ok(()));
+        }
         let live = EntryPtr::check(NonNull::new(e.as_c()).unwrap());
         assert!(matches!(live, Checked::Live(p) if p == e));
-        e.set_refs(0);
-        // SAFETY: unreferenced and on no list.
-        unsafe { e.release() };
+        // SAFETY: the caller's one reference, on no list.
+        assert_eq!(unsafe { e.drop_ref() }, Some(0));
         let released = EntryPtr::check(NonNull::new(e.as_c()).unwrap());
         assert!(matches!(released, Checked::Released));
     }
@@ -210,9 +353,8 @@ mod tests {
         }
         for (i, &e) in entries.iter().enumerate() {
             if i % 2 == 0 {
-                e.set_refs(0);
-                // SAFETY: unreferenced and on no list.
-                unsafe { e.release() };
+                // SAFETY: live, its one reference, on no list.
+                unsafe { e.drop_ref() };
             }
         }
         for (i, &e) in entries.iter().enumerate() {
@@ -220,9 +362,8 @@ mod tests {
                 assert!(matches!(check(e), Checked::Released | Checked::Foreign));
             } else {
                 assert!(matches!(check(e), Checked::Live(p) if p == e));
-                e.set_refs(0);
-                // SAFETY: unreferenced and on no list.
-                unsafe { e.release() };
+                // SAFETY: live, its one reference, on no list.
+                unsafe { e.drop_ref() };
             }
         }
     }
@@ -251,9 +392,8 @@ mod tests {
             let Checked::Live(e) = EntryPtr::check(NonNull::new(p.0).unwrap()) else {
                 panic!("a live entry of another thread must be found")
             };
-            e.set_refs(0);
-            // SAFETY: unreferenced and on no list.
-            unsafe { e.release() };
+            // SAFETY: live, its one reference, on no list.
+            unsafe { e.drop_ref() };
         })
         .join()
         .unwrap();
@@ -261,5 +401,50 @@ mod tests {
             EntryPtr::check(NonNull::new(e.as_c()).unwrap()),
             Checked::Released
         ));
+    }
+
+    #[test]
+    fn reference_rules() {
+        let e = EntryPtr::alloc();
+        // SAFETY: `e` stays live until its last reference is dropped at
+        // the end; no other thread sees it.
+        unsafe {
+            // Committed: the caller's reference became the cache's.
+            e.set_cached(true);
+            assert_eq!(e.caller_may_unref(), Err(NotHeld::CachesOwn));
+            assert!(!e.is_pinned() && !e.holds_callers_reference());
+            // A find: a request holds it, so it is pinned.
+            assert_eq!(e.take_ref(), Ok(()));
+            assert!(e.is_pinned());
+            assert_eq!(e.caller_may_unref(), Ok(()));
+            assert_eq!(e.drop_ref(), Some(1));
+            assert!(!e.is_pinned());
+            // At INT_MAX the count freezes, once reported.
+            (*e.as_c()).r#ref = c_int::MAX - 1;
+            assert_eq!(e.take_ref(), Ok(()));
+            assert_eq!(e.take_ref(), Err(Saturated));
+            assert_eq!(e.take_ref(), Ok(()), "reported once");
+            assert_eq!(e.refs(), c_int::MAX);
+            assert_eq!(e.drop_ref(), None, "frozen: never released");
+            assert_eq!(e.refs(), c_int::MAX);
+            // An entry nobody can release any more is left as it is; a
+            // fresh one shows the zero rule and the NoneLeft guard.
+            let f = EntryPtr::alloc();
+            (*f.as_c()).r#ref = 0;
+            assert_eq!(f.caller_may_unref(), Err(NotHeld::NoneLeft(0)));
+            (*f.as_c()).r#ref = 1;
+            assert_eq!(f.drop_ref(), Some(0));
+            assert!(matches!(
+                EntryPtr::check(NonNull::new(f.as_c()).unwrap()),
+                Checked::Released
+            ));
+            // Leave `e` to its frozen count (it is never released): clear
+            // the freeze so the test can release it.
+            (*e.block()).flags = FLAG_CACHED;
+            (*e.as_c()).r#ref = 1;
+            e.set_cached(false);
+            assert!(e.holds_callers_reference());
+            assert_eq!(e.drop_ref(), Some(0));
+        }
     }
 }

@@ -1,19 +1,23 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! The exported C functions. Each one runs inside a panic boundary,
 //! checks its pointers, converts them, calls the safe core
-//! ([`crate::cache::Cache`]) and mirrors what the core changed onto the
-//! C-visible list (through [`crate::abi`]).
+//! ([`crate::cache::Cache`]) and the entry rules ([`crate::entry`]), and
+//! mirrors what the core changed onto the C-visible list (through
+//! [`crate::abi`]).
 
 use crate::abi::{
     qtailq_clear_links, qtailq_init, qtailq_insert_tail, qtailq_remove, CachedL2Table, L2TableCache,
 };
-use crate::cache::{Cache, Commit, Policy};
+use crate::advisor::{self, Advisor};
+use crate::cache::{Cache, Commit, Policy, Stats};
 use crate::config;
-use crate::diag::{misuse, trace, tracing, Refused, P};
-use crate::entry::{Checked, EntryPtr};
-use crate::ledger::hide;
+use crate::diag::{misuse, trace, tracing, Refused};
+use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
+use crate::memtools::hide;
 use crate::registry::{self, CacheState, HeadWords};
-use std::ffi::{c_char, c_int, c_uint};
+use crate::stderr::P;
+use crate::{ledger, lifecycle};
+use std::ffi::{c_char, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null_mut, NonNull};
 
@@ -32,31 +36,29 @@ pub const QED_L2_CACHE_POLICY_LRU: QedL2CachePolicy = 1;
 /// miss that brought it in (the find after commit, a scan of that table).
 pub const QED_L2_CACHE_POLICY_SIEVE: QedL2CachePolicy = 2;
 
-/// What a cache counted since `qed_init_l2_cache`
-/// (filled by `qed_l2_cache_get_stats`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QedL2CacheStats {
-    /// `qed_find_l2_cache_entry` calls that returned an entry.
-    pub hits: u64,
-    /// `qed_find_l2_cache_entry` calls that returned NULL.
-    pub misses: u64,
-    /// `qed_commit_l2_cache_entry` calls accepted, duplicates included.
-    pub commits: u64,
-    /// Commits whose offset was already cached (the cached entry stayed).
-    pub duplicate_commits: u64,
-    /// Entries evicted to make room or to honour a lower maximum.
-    pub evictions: u64,
-    /// The most entries the cache held at once.
-    pub peak_entries: u64,
-}
+// The C constants are the numbers of the core's policies (the header keeps
+// literals: cbindgen writes them as they are).
+const _: () = assert!(QED_L2_CACHE_POLICY_FIFO == Policy::Fifo as u32);
+const _: () = assert!(QED_L2_CACHE_POLICY_LRU == Policy::Lru as u32);
+const _: () = assert!(QED_L2_CACHE_POLICY_SIEVE == Policy::Sieve as u32);
+
+/// How many released entries each thread keeps in quarantine: an entry is
+/// recognised as released (a double unref, a commit after release) while it
+/// is among the last `QED_L2_CACHE_QUARANTINE_PER_THREAD` entries released
+/// by the thread that released it. After that its memory goes back to the
+/// allocator, and a stale pointer to it is reported as not allocated by the
+/// library, unless the allocator has handed that address out again for a
+/// new entry: then the call acts on the new entry, which no check can tell
+/// apart (docs/misuse.md, "Limits").
+pub const QED_L2_CACHE_QUARANTINE_PER_THREAD: usize = 4096;
+const _: () = assert!(QED_L2_CACHE_QUARANTINE_PER_THREAD == ledger::QUARANTINE_PER_THREAD);
 
 /// Runs `f`; a Rust panic must never unwind into C, so it aborts instead.
 fn boundary<R>(function: &str, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
-            crate::diag::write_line(format_args!(
+            crate::stderr::write_line(format_args!(
                 "qed-l2-cache: {function}: internal error (Rust panic); aborting"
             ));
             std::process::abort()
@@ -177,59 +179,49 @@ fn live_entry(function: &str, entry: *mut CachedL2Table, if_released: &str) -> R
     }
 }
 
-/// How a reference count changes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RefChange<'a> {
-    /// `find` (the function named) hands out one more.
-    Take(&'a str),
-    /// One is dropped; `traced` prints QEMU's unref trace line.
-    Drop { traced: bool },
-}
-
-/// Every change of an entry's reference count happens here. At zero the
-/// entry and its table are released. A count that would pass `INT_MAX` is
-/// a misuse; in warn mode it is reported once and the count is frozen
-/// (the entry is then never released, which is safe, unlike a wrap).
+/// One more reference for a find (`function`); a count at `INT_MAX` is
+/// reported once and frozen.
+///
+/// # Safety
+/// `e` is live and serialized by the caller's lock.
 #[inline(always)]
-fn change_refs(e: EntryPtr, change: RefChange<'_>) {
-    let refs = e.refs();
-    // Only a count at INT_MAX can be frozen, so the flag is read only then.
-    if refs == c_int::MAX && e.is_saturated() {
-        return;
+unsafe fn take_ref(function: &str, e: EntryPtr) {
+    // SAFETY: per the caller.
+    if let Err(Saturated) = unsafe { e.take_ref() } {
+        misuse(
+            function,
+            format_args!(
+                "entry {}: reference count would pass INT_MAX; it stays at INT_MAX and the \
+                 entry is never released",
+                P(e.as_c())
+            ),
+        );
     }
-    match change {
-        RefChange::Take(function) if refs == c_int::MAX => {
-            misuse(
-                function,
-                format_args!(
-                    "entry {}: reference count would pass INT_MAX; it stays at INT_MAX and the \
-                     entry is never released",
-                    P(e.as_c())
-                ),
+}
+
+/// Drops a reference, printing QEMU's unref trace line.
+///
+/// # Safety
+/// As for [`EntryPtr::drop_ref`].
+#[inline(always)]
+unsafe fn drop_ref_traced(e: EntryPtr) {
+    // SAFETY: per the caller.
+    let left = unsafe { e.drop_ref() };
+    if let Some(refs) = left {
+        if tracing() {
+            trace(
+                "qed_unref_l2_cache_entry",
+                format_args!("entry {} ref {}", P(e.as_c()), refs),
             );
-            e.saturate();
-        }
-        RefChange::Take(_) => e.set_refs(refs + 1),
-        RefChange::Drop { traced } => {
-            let refs = refs - 1;
-            e.set_refs(refs);
-            if traced && tracing() {
-                trace(
-                    "qed_unref_l2_cache_entry",
-                    format_args!("entry {} ref {}", P(e.as_c()), refs),
-                );
-            }
-            if refs == 0 {
-                // SAFETY: the last reference is gone and the entry is on no
-                // list (a cached entry holds the cache's reference).
-                unsafe { e.release() };
-            }
         }
     }
 }
 
-fn in_use(e: EntryPtr) -> bool {
-    e.refs() > 1
+/// The core's in-use test: a pinned entry is never evicted.
+fn pinned(e: EntryPtr) -> bool {
+    // SAFETY: the core asks only about entries it holds, which the cache's
+    // reference keeps live; the caller's lock serializes the call.
+    unsafe { e.is_pinned() }
 }
 
 /// Takes an entry the core evicted off the C list and drops the cache's
@@ -238,21 +230,24 @@ fn in_use(e: EntryPtr) -> bool {
 /// # Safety
 /// `l2_cache` must be the initialised cache whose list holds `e`.
 unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
-    // SAFETY: per the caller's guarantee `e` is on this list.
-    unsafe { qtailq_remove(l2_cache, e.as_c()) };
-    e.set_cached(false);
-    if tracing() {
-        trace(
-            "qed_evict_l2_cache_entry",
-            format_args!(
-                "l2_cache {} entry {} offset {}",
-                P(l2_cache),
-                P(e.as_c()),
-                e.offset()
-            ),
-        );
+    // SAFETY: per the caller's guarantee `e` is on this list, so live (the
+    // cache's reference) until the drop below, which may release it.
+    unsafe {
+        qtailq_remove(l2_cache, e.as_c());
+        e.set_cached(false);
+        if tracing() {
+            trace(
+                "qed_evict_l2_cache_entry",
+                format_args!(
+                    "l2_cache {} entry {} offset {}",
+                    P(l2_cache),
+                    P(e.as_c()),
+                    e.offset()
+                ),
+            );
+        }
+        drop_ref_traced(e);
     }
-    change_refs(e, RefChange::Drop { traced: true });
 }
 
 /// Copies the core's entry count into the C struct and remembers the head
@@ -299,14 +294,16 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             misuse(F, format_args!("l2_cache {}: misaligned pointer", P(l2_cache)));
             return;
         }
+        lifecycle::setup();
         let owner = l2_cache as usize;
         if let Some(mut stale) = registry::unregister_at(owner) {
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
-            // the struct's old contents. A cache from before a fork (in a
-            // child) may have been mid-update in a thread the child does
-            // not have: it is left alone, leaked as the C file would.
-            if stale.fork_generation == registry::fork_generation() {
+            // the struct's old contents. A cache inherited across a fork
+            // may have been mid-update in a thread the child does not have,
+            // and nobody vouches for it (unlike at `free`, where the caller
+            // does): it is left alone, leaked as the C file would.
+            if stale.made_here() {
                 stale.core.drain(detach);
             } else {
                 std::mem::forget(stale);
@@ -320,10 +317,14 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             last_link: hide(owner),
             n_entries: 0,
         };
-        let number = registry::register(owner, || CacheState {
-            core: Cache::new(cfg.max_entries, cfg.policy),
-            written,
-            fork_generation: registry::fork_generation(),
+        let advisor = cfg
+            .report
+            .then(|| Box::new(Advisor::new(cfg.max_entries, cfg.policy, 0)));
+        let number = registry::register(owner, || {
+            CacheState::new(
+                Cache::with_observer(cfg.max_entries, cfg.policy, advisor),
+                written,
+            )
         });
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
         unsafe {
@@ -337,10 +338,13 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
 /// Takes an entry off a list that is being discarded whole, dropping the
 /// cache's reference (no trace line, as in QEMU's original).
 fn detach(e: EntryPtr) {
-    // SAFETY: `e` is live; its list is discarded, so its links are stale.
-    unsafe { qtailq_clear_links(e.as_c()) };
-    e.set_cached(false);
-    change_refs(e, RefChange::Drop { traced: false });
+    // SAFETY: `e` is a cached entry, live by the cache's reference until
+    // the drop below; its list is discarded, so its links are stale.
+    unsafe {
+        qtailq_clear_links(e.as_c());
+        e.set_cached(false);
+        e.drop_ref();
+    }
 }
 
 /// Free an L2 table cache and every table it holds.
@@ -368,7 +372,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
             return;
         };
         let entries = state.core.handles();
-        let held = entries.iter().filter(|&&e| in_use(e)).count();
+        let held = entries.iter().filter(|&&e| pinned(e)).count();
         if held > 0 {
             misuse(
                 F,
@@ -380,7 +384,11 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
                 ),
             );
         }
-        crate::advisor::print_report(&state.core);
+        if config::get().report {
+            advisor::report::print(state.serial, &state.core);
+        }
+        // Drained even if the cache was inherited across a fork: the caller
+        // frees it, so the caller vouches that no thread is in it.
         if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
             state.core.drain(detach);
         }
@@ -445,19 +453,25 @@ pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
         let Ok(e) = live_entry(F, entry, "double unref: the entry has no references left") else {
             return;
         };
-        let refs = e.refs();
-        if refs < 1 || (refs == 1 && e.is_cached()) {
-            misuse(
-                F,
-                format_args!(
-                    "entry {}: unref of a reference the caller does not hold (ref {refs}{}); double unref?",
-                    P(entry),
-                    if e.is_cached() { ", the cache's own" } else { "" }
-                ),
-            );
-            return;
+        // SAFETY: live (the library's records say so); the caller's lock
+        // serializes calls on it.
+        unsafe {
+            if let Err(why) = e.caller_may_unref() {
+                let (refs, whose) = match why {
+                    NotHeld::NoneLeft(refs) => (refs, ""),
+                    NotHeld::CachesOwn => (e.refs(), ", the cache's own"),
+                };
+                misuse(
+                    F,
+                    format_args!(
+                        "entry {}: unref of a reference the caller does not hold (ref {refs}{whose}); double unref?",
+                        P(entry)
+                    ),
+                );
+                return;
+            }
+            drop_ref_traced(e);
         }
-        change_refs(e, RefChange::Drop { traced: true });
     })
 }
 
@@ -491,27 +505,28 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             return null_mut();
         };
         let e = hit.handle;
-        if hit.moved_to_tail {
-            // SAFETY: `e` is on this cache's list (the core says so).
-            unsafe {
+        // SAFETY: `e` is on this cache's list (the core says so), so live
+        // by the cache's reference; the caller's lock serializes the call.
+        unsafe {
+            if hit.moved_to_tail {
                 qtailq_remove(l2_cache, e.as_c());
                 qtailq_insert_tail(l2_cache, e.as_c());
                 remember_head(l2_cache, state);
             }
+            if tracing() {
+                trace(
+                    "qed_find_l2_cache_entry",
+                    format_args!(
+                        "l2_cache {} entry {} offset {} ref {}",
+                        P(l2_cache),
+                        P(e.as_c()),
+                        offset,
+                        e.refs()
+                    ),
+                );
+            }
+            take_ref(F, e);
         }
-        if tracing() {
-            trace(
-                "qed_find_l2_cache_entry",
-                format_args!(
-                    "l2_cache {} entry {} offset {} ref {}",
-                    P(l2_cache),
-                    P(e.as_c()),
-                    offset,
-                    e.refs()
-                ),
-            );
-        }
-        change_refs(e, RefChange::Take(F));
         e.as_c()
     })
 }
@@ -524,8 +539,12 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
 fn drop_refused(l2_table: *mut CachedL2Table) {
     if let Some(p) = NonNull::new(l2_table) {
         if let Checked::Live(e) = EntryPtr::check(p) {
-            if !e.is_cached() {
-                change_refs(e, RefChange::Drop { traced: true });
+            // SAFETY: live (the library's records say so); serialized by
+            // the caller's lock.
+            unsafe {
+                if e.holds_callers_reference() {
+                    drop_ref_traced(e);
+                }
             }
         }
     }
@@ -570,14 +589,20 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
         let Ok(e) = live_entry(F, l2_table, "already released (its last reference was dropped)") else {
             return;
         };
-        if e.is_cached() {
+        // SAFETY: here and in every block on `e` below: live by the
+        // caller's reference (the library's records say it is live; a
+        // cached one is refused first), serialized by the caller's lock.
+        // The caller's reference goes to the cache or is dropped last.
+        if unsafe { e.is_cached() } {
             misuse(
                 F,
                 format_args!("entry {}: already cached (committed twice?)", P(l2_table)),
             );
             return;
         }
-        if e.offset() == 0 {
+        // SAFETY: see above.
+        let offset = unsafe { e.offset() };
+        if offset == 0 {
             misuse(
                 F,
                 format_args!(
@@ -587,7 +612,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             );
             return drop_refused(l2_table);
         }
-        let outcome = state.core.commit(e.offset(), e, in_use, |victim| {
+        let outcome = state.core.commit(offset, e, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
             unsafe { evict(l2_cache, victim) }
         });
@@ -595,23 +620,24 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             Commit::Duplicate(cached) => {
                 if tracing() {
                     // QEMU's original looks the offset up (find, then unref).
-                    let (c, refs) = (P(cached.as_c()), cached.refs());
+                    // SAFETY: `cached` is on the list, live by the cache's
+                    // reference.
+                    let (c, refs) = (P(cached.as_c()), unsafe { cached.refs() });
                     trace(
                         "qed_find_l2_cache_entry",
-                        format_args!(
-                            "l2_cache {} entry {c} offset {} ref {refs}",
-                            P(l2_cache),
-                            e.offset()
-                        ),
+                        format_args!("l2_cache {} entry {c} offset {offset} ref {refs}", P(l2_cache)),
                     );
                     trace("qed_unref_l2_cache_entry", format_args!("entry {c} ref {refs}"));
                 }
-                change_refs(e, RefChange::Drop { traced: true });
+                // SAFETY: see above; `e` is on no list.
+                unsafe { drop_ref_traced(e) };
             }
             Commit::Inserted => {
-                e.set_cached(true);
-                // SAFETY: `e` is on no list (not cached), the cache is valid.
-                unsafe { qtailq_insert_tail(l2_cache, e.as_c()) };
+                // SAFETY: see above; `e` is on no list, the cache is valid.
+                unsafe {
+                    e.set_cached(true);
+                    qtailq_insert_tail(l2_cache, e.as_c());
+                }
             }
         }
         // SAFETY: valid and writable per the contract.
@@ -643,7 +669,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             );
             return;
         }
-        state.core.set_max_entries(max, in_use, |victim| {
+        state.core.set_max_entries(max, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
             unsafe { evict(l2_cache, victim) }
         });
@@ -669,8 +695,8 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
         let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
-        match Policy::ALL.get(policy as usize) {
-            Some(&p) => state.core.set_policy(p),
+        match Policy::from_number(policy) {
+            Some(p) => state.core.set_policy(p),
             None => {
                 misuse(
                     F,
@@ -689,7 +715,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
 /// `l2_cache` as for `qed_commit_l2_cache_entry`; `stats` must be NULL
 /// (a misuse) or point to a writable `QedL2CacheStats`.
 #[no_mangle]
-pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, stats: *mut QedL2CacheStats) {
+pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, stats: *mut Stats) {
     const F: &str = "qed_l2_cache_get_stats";
     boundary(F, || {
         // SAFETY: per this function's contract.
@@ -700,17 +726,8 @@ pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, s
             misuse(F, format_args!("l2_cache {}: stats is NULL", P(l2_cache)));
             return;
         }
-        let s = state.core.stats();
-        let out = QedL2CacheStats {
-            hits: s.hits,
-            misses: s.misses,
-            commits: s.commits,
-            duplicate_commits: s.duplicate_commits,
-            evictions: s.evictions,
-            peak_entries: s.peak_entries,
-        };
         // SAFETY: non-null and writable per the contract.
-        unsafe { stats.write_unaligned(out) };
+        unsafe { stats.write_unaligned(state.core.stats()) };
     })
 }
 
@@ -756,7 +773,7 @@ pub unsafe extern "C" fn qed_l2_cache_predict_misses(
             misuse(F, format_args!("l2_cache {}: misses is NULL", P(l2_cache)));
             return -1;
         }
-        match state.core.predict_misses(max_entries) {
+        match advisor::predict_misses(&state.core, max_entries) {
             Some(m) => {
                 // SAFETY: non-null and writable per the contract.
                 unsafe { misses.write_unaligned(m) };
@@ -785,6 +802,6 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
         let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
-        state.core.set_advisor(on != 0);
+        advisor::set_advisor(&mut state.core, on != 0);
     })
 }

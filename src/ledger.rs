@@ -29,9 +29,10 @@
 //! A ledger outlives its thread: when the thread exits the ledger is
 //! unclaimed, keeps its records, and is taken over by the next new thread.
 
-use crate::entry::EntryBlock;
-use crate::memtools;
+use crate::cache::FIBONACCI;
+use crate::memtools::{self, hide};
 use crate::sync::RawLock;
+use std::alloc::Layout;
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::ptr::{null_mut, NonNull};
@@ -45,29 +46,34 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 /// library, unless the allocator has handed that address out again for a
 /// new entry: then the call acts on the new entry, which no check can tell
 /// apart (docs/misuse.md, "Limits").
-pub const QED_L2_CACHE_QUARANTINE_PER_THREAD: usize = 4096;
+pub const QUARANTINE_PER_THREAD: usize = 4096;
 
 const EMPTY: u64 = 0;
 const DELETED: u64 = 1;
 
-/// What every address the library records is XORed with. Bits 48..63 set
-/// make the result a non-canonical address (also under aarch64's top-byte
-/// ignore), which no leak checker takes for a pointer. The key of an entry
-/// is never `EMPTY` or `DELETED` (their addresses, `HIDE_MASK` and
-/// `HIDE_MASK + 1`, are non-canonical); a pointer C passes in may be
-/// anything, so `classify` turns those two away first. A constant: the point is to hide addresses from
-/// memory checkers, not from an adversary, and it costs nothing to apply.
-const HIDE_MASK: u64 = 0x5AD3_0000_0000_0000;
+/// The memory of one entry, as the ledgers hand it out and take it back:
+/// 48 bytes, 8-aligned. What is laid out in it is `entry`'s business
+/// (which checks at compile time that it fits exactly).
+pub type Block = u8;
 
-/// An address as the library's records keep it: never a plain pointer.
-#[inline(always)]
-pub fn hide(addr: usize) -> u64 {
-    addr as u64 ^ HIDE_MASK
+/// The layout of every [`Block`].
+pub const BLOCK_LAYOUT: Layout = match Layout::from_size_align(48, 8) {
+    Ok(l) => l,
+    Err(_) => panic!("a valid layout"),
+};
+
+/// A new block, uninitialised and not yet recorded: the caller fills it,
+/// then records it with [`record_alloc`]. Aborts when out of memory, as
+/// glib's `g_malloc0` does.
+pub fn alloc_block() -> NonNull<Block> {
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc(BLOCK_LAYOUT) };
+    NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(BLOCK_LAYOUT))
 }
 
 /// The record key of an entry.
 #[inline]
-fn key_of(block: *const EntryBlock) -> u64 {
+fn key_of(block: *const Block) -> u64 {
     hide(block as usize)
 }
 
@@ -78,7 +84,7 @@ fn key_of(block: *const EntryBlock) -> u64 {
 /// (each extra probe is a branch the CPU cannot predict).
 #[inline(always)]
 fn home(key: u64, shift: u32) -> usize {
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+    (key.wrapping_mul(FIBONACCI) >> shift) as usize
 }
 
 /// An open-addressing set of keys whose slots other threads may read.
@@ -223,7 +229,7 @@ pub struct Ledger {
     #[allow(clippy::vec_box, reason = "the boxes' addresses are what readers hold")]
     retired: UnsafeCell<Vec<Box<KeyTable>>>,
     /// Released blocks, oldest first. Owner only.
-    quarantine: UnsafeCell<VecDeque<NonNull<EntryBlock>>>,
+    quarantine: UnsafeCell<VecDeque<NonNull<Block>>>,
     /// Which other ledger last held a key this thread looked up: an entry
     /// of a cache that moved between threads is then found in one probe.
     /// Owner only; a stale memo only costs a full search.
@@ -281,17 +287,27 @@ fn thread_key() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// Creates the thread key (once per loaded copy, from `sync::setup`).
+/// Creates the thread key unless it exists: at load (`lifecycle`), and at
+/// a thread's first claim in case no constructor ran. Lock-free: of two
+/// threads creating one at once, the loser deletes its own.
 pub fn create_thread_key() {
+    if thread_key().is_some() {
+        return;
+    }
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is writable; the destructor is ours.
-    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0 {
-        THREAD_KEY.store(1 + key as usize, Ordering::Release);
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } == 0
+        && THREAD_KEY
+            .compare_exchange(0, 1 + key as usize, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        // SAFETY: our key, never published.
+        unsafe { libc::pthread_key_delete(key) };
     }
 }
 
-/// Deletes the thread key at unload, so that no thread exit calls into a
-/// library that is gone.
+/// Deletes the thread key at unload (`lifecycle`), so that no thread exit
+/// calls into a library that is gone.
 pub fn delete_thread_key() {
     if let Some(k) = thread_key() {
         THREAD_KEY.store(0, Ordering::Release);
@@ -395,7 +411,7 @@ fn forget_live() {
 
 #[cold]
 fn claim() -> &'static Ledger {
-    crate::sync::setup();
+    create_thread_key();
     let unclaimed = all_ledgers().find(|l| {
         l.claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
@@ -438,7 +454,7 @@ fn claim() -> &'static Ledger {
 pub enum Found {
     /// A live entry.
     Live,
-    /// An entry released recently (see [`QED_L2_CACHE_QUARANTINE_PER_THREAD`]).
+    /// An entry released recently (see [`QUARANTINE_PER_THREAD`]).
     Released,
     /// Not an entry the library knows.
     Unknown,
@@ -541,8 +557,8 @@ pub fn my_shard() -> u32 {
 /// other (one cache's fifty entries lost eight slots that way).
 #[inline(always)]
 fn recent_live_slot(shard: u32, key: u64) -> &'static AtomicU64 {
-    let m = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mixed = (m ^ (m >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let m = key.wrapping_mul(FIBONACCI);
+    let mixed = (m ^ (m >> 32)).wrapping_mul(FIBONACCI);
     let i = ((shard as usize) << SHARD_SLOT_BITS) | (mixed >> (64 - SHARD_SLOT_BITS)) as usize;
     // SAFETY: `shard` is below `1 << SHARD_BITS` (from `my_shard`, or
     // stored by `record_alloc` from it) and the shifted hash below
@@ -552,7 +568,7 @@ fn recent_live_slot(shard: u32, key: u64) -> &'static AtomicU64 {
 
 /// Records a new entry as live on the calling thread, in `shard` (the
 /// caller's [`my_shard`], which the entry keeps for its release).
-pub fn record_alloc(block: NonNull<EntryBlock>, shard: u32) {
+pub fn record_alloc(block: NonNull<Block>, shard: u32) {
     let key = key_of(block.as_ptr());
     let me = current();
     let filled_empty = me.live.get().insert(key);
@@ -564,7 +580,7 @@ pub fn record_alloc(block: NonNull<EntryBlock>, shard: u32) {
 
 /// What `block` is, from the records alone.
 #[inline(always)]
-pub fn classify(block: *const EntryBlock) -> Found {
+pub fn classify(block: *const Block) -> Found {
     let key = key_of(block);
     if key <= DELETED {
         // The two addresses whose keys are the slot markers (non-canonical,
@@ -686,7 +702,7 @@ fn forget_elsewhere(me: &Ledger, key: u64) {
 ///
 /// # Safety
 /// `block` must be a live entry of the library that nobody will use again.
-pub unsafe fn record_release(block: NonNull<EntryBlock>, shard: u32) {
+pub unsafe fn record_release(block: NonNull<Block>, shard: u32) {
     let key = key_of(block.as_ptr());
     // First: from here on the entry is not live. The load first keeps a
     // release from taking a line it would not change.
@@ -699,13 +715,13 @@ pub unsafe fn record_release(block: NonNull<EntryBlock>, shard: u32) {
         Some(i) => me.owner_delete(&me.live, i),
         None => forget_elsewhere(me, key),
     }
-    memtools::poison(block.as_ptr().cast(), std::mem::size_of::<EntryBlock>());
+    memtools::poison(block.as_ptr().cast(), BLOCK_LAYOUT.size());
     let filled_empty = me.released.get().insert(key);
     me.note_insert(&me.released, filled_empty);
     // SAFETY: the quarantine is the owner's (this thread's) alone.
     let quarantine = unsafe { &mut *me.quarantine.get() };
     quarantine.push_back(block);
-    if quarantine.len() > QED_L2_CACHE_QUARANTINE_PER_THREAD {
+    if quarantine.len() > QUARANTINE_PER_THREAD {
         let oldest = quarantine.pop_front().expect("non-empty");
         if let Some(i) = me.released.get().find(key_of(oldest.as_ptr())) {
             me.owner_delete(&me.released, i);
@@ -718,16 +734,17 @@ pub unsafe fn record_release(block: NonNull<EntryBlock>, shard: u32) {
 /// Returns a quarantined block to the allocator.
 ///
 /// # Safety
-/// `block` came from `EntryBlock::alloc`, is released and unused.
-unsafe fn give_back(block: NonNull<EntryBlock>) {
-    memtools::unpoison(block.as_ptr().cast(), std::mem::size_of::<EntryBlock>());
-    // SAFETY: per the caller's guarantee the Box is ours again.
-    drop(unsafe { Box::from_raw(block.as_ptr()) });
+/// `block` came from [`alloc_block`], is released and unused.
+unsafe fn give_back(block: NonNull<Block>) {
+    memtools::unpoison(block.as_ptr().cast(), BLOCK_LAYOUT.size());
+    // SAFETY: per the caller's guarantee the block is ours again, and was
+    // allocated with this layout.
+    unsafe { std::alloc::dealloc(block.as_ptr(), BLOCK_LAYOUT) };
 }
 
 /// At unload: when no other thread holds a ledger, gives every quarantined
-/// block and every ledger back, and deletes the thread key (so no thread
-/// exit calls into unmapped code). Entries still alive are the caller's
+/// block and every ledger back (`lifecycle` has deleted the thread key
+/// already, so no thread exit calls into unmapped code). Entries still alive are the caller's
 /// and stay allocated. When another thread still holds a ledger (a process
 /// exiting while threads run), nothing is touched: it may still be in use.
 /// True when everything was released.

@@ -6,18 +6,23 @@
 //! its own `qed.h`: the exported functions and the `#[repr(C)]` mirrors
 //! match QEMU's ABI to the byte (docs/abi.md).
 //!
-//! Layout:
-//! - `cache` and `index`: the safe core (order, policy, eviction, O(1)
-//!   lookup); it knows nothing of C.
-//! - `advisor`: the size advisor (docs/advisor.md), in the core: exact
-//!   simulations of the same request stream at other sizes.
+//! Modules, leaves first: each uses only modules listed above it
+//! (`tools/check-architecture` fails the tests otherwise).
+//! - `memtools`: what memory checkers are told, and the hiding of the
+//!   addresses the library records.
+//! - `sync`: the fork-safe lock and the process token it relies on.
+//! - `stderr`: one line to stderr with one `write`.
+//! - `cache`: the safe core (order, policies, O(1) index, counters, the
+//!   observer interface); no unsafe code, no C, no environment, no stderr.
+//! - `advisor`: the size advisor, an observer of the core, and its report.
+//! - `config`: the environment, read once into typed values.
+//! - `diag`: misuse reports and QEMU-format trace lines.
 //! - `abi`: the C-visible types and the QTAILQ link handling.
-//! - `entry`, `ledger` and `registry`: where entries and per-cache state
-//!   live, and how a pointer from C is recognised without reading it.
-//! - `sync` and `memtools`: the locks kept fork-safe, the unload cleanup,
-//!   and what memory checkers are told.
+//! - `ledger`: entry memory, and which pointers are the library's entries.
+//! - `entry`: an entry's hidden bytes and every reference-count rule.
+//! - `registry`: where each cache's hidden state lives, how a call finds it.
+//! - `lifecycle`: setup at load, fork, unload and exit.
 //! - `ffi`: the exported functions, a thin layer over the above.
-//! - `config` and `diag`: the environment, misuse reports and traces.
 
 mod abi;
 mod advisor;
@@ -26,25 +31,54 @@ mod config;
 mod diag;
 mod entry;
 mod ffi;
-mod index;
 mod ledger;
+mod lifecycle;
 mod memtools;
 mod registry;
+mod stderr;
 mod sync;
 
 pub use abi::{CachedL2Table, L2TableCache, QEDTable, QTailQLink};
+pub use cache::Stats as QedL2CacheStats;
 pub use ffi::*;
-pub use ledger::QED_L2_CACHE_QUARANTINE_PER_THREAD;
 
 /// Internals for this crate's own integration tests, benchmarks and fuzz
 /// target only: not part of the library's API, and may change at any time.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::advisor::recommend;
+    pub use crate::advisor::report::recommend;
+    pub use crate::advisor::{advisor, miss_curve, predict_misses, set_advisor, Advised, Point};
     pub use crate::cache::{Cache, Commit, Policy, Stats};
     pub use crate::config::{get as config, OnMisuse};
-    pub use crate::entry::{Checked, EntryPtr, HIDDEN_BYTES};
-    pub use crate::registry::CacheState;
+    pub use crate::entry::HIDDEN_BYTES;
+
+    /// What the library's records say of a pointer (nothing is read
+    /// through it).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum EntryStatus {
+        /// One of the library's entries, alive.
+        Live,
+        /// One of its entries, released recently.
+        Released,
+        /// Not one of its entries (or released long ago).
+        Foreign,
+    }
+
+    /// See [`EntryStatus`].
+    #[inline]
+    pub fn entry_status(p: *const crate::CachedL2Table) -> EntryStatus {
+        use crate::entry::{Checked, EntryPtr};
+        match std::ptr::NonNull::new(p.cast_mut()).map(EntryPtr::check) {
+            Some(Checked::Live(_)) => EntryStatus::Live,
+            Some(Checked::Released) => EntryStatus::Released,
+            Some(Checked::Foreign) | None => EntryStatus::Foreign,
+        }
+    }
+
+    /// Bytes of one cache's hidden state record (its slot's contents).
+    pub const CACHE_STATE_BYTES: usize = std::mem::size_of::<crate::registry::CacheState>();
+    /// Bytes of the handle the core keeps per cached table.
+    pub const ENTRY_HANDLE_BYTES: usize = std::mem::size_of::<crate::entry::EntryPtr>();
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@
 //! atomic owner word, never freed memory. There is no limit on the number
 //! of caches beyond memory (up to 2^32 - 1 at once).
 
-use crate::cache::Cache;
+use crate::advisor::Advised;
 use crate::entry::EntryPtr;
-use crate::ledger::hide;
-use crate::sync::Locked;
+use crate::memtools::hide;
+use crate::sync::{process_token, Locked};
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ptr::null_mut;
@@ -40,31 +40,40 @@ pub struct HeadWords {
 
 /// A cache's hidden state.
 pub struct CacheState {
-    /// The policy, index and counters.
-    pub core: Cache<EntryPtr>,
+    /// The policy, index, counters, and the advisor when it is on.
+    pub core: Advised<EntryPtr>,
     /// What the library last wrote into the struct's list head; a struct
     /// whose head differs was not left as the library left it.
     pub written: HeadWords,
-    /// Forks (in this process's ancestry) before the cache was created: a
-    /// cache from before a fork may belong to a thread the child lacks.
-    pub fork_generation: u64,
+    /// The cache's number in creation order, process-wide, from 1 (the
+    /// advisor's report names caches by it; slot numbers are reused).
+    pub serial: u64,
+    /// The process token (`sync::process_token`) of the process that made
+    /// the cache: in a fork child a cache of its parent's may have been
+    /// mid-update in a thread the child does not have.
+    pub process: u64,
 }
 
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+impl CacheState {
+    /// The state of a new cache.
+    pub fn new(core: Advised<EntryPtr>, written: HeadWords) -> CacheState {
+        CacheState {
+            core,
+            written,
+            serial: SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
+            process: process_token(),
+        }
+    }
 
-/// The current fork generation (see [`CacheState::fork_generation`]).
-pub fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
+    /// True when the cache was made by this process, not inherited across
+    /// a fork.
+    pub fn made_here(&self) -> bool {
+        self.process == process_token()
+    }
 }
 
-/// Fork handler, in the child: caches from before the fork are now of an
-/// earlier generation.
-#[cfg_attr(miri, allow(dead_code))]
-pub fn forked() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    // Taken over (and the map rebuilt) if a thread of the parent held it.
-    numbers(|_| ());
-}
+/// The last cache serial given (lock-free: fork-safe).
+static SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// One slot, on its own cache lines so caches never share a written line.
 #[repr(align(128))]
@@ -218,7 +227,6 @@ fn grow_to(number: u32) {
 /// Records a new cache at `owner`, with the state `make` builds, and
 /// returns its number.
 pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
-    crate::sync::setup();
     numbers(|n| {
         let number = n.free.pop().unwrap_or_else(|| {
             n.next = n.next.checked_add(1).expect("qed-l2-cache: 2^32 caches at once");
@@ -325,7 +333,7 @@ pub fn release_all_at_unload() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Policy;
+    use crate::cache::{Cache, Policy};
 
     #[test]
     fn positions_cover_every_number_once() {
@@ -341,11 +349,7 @@ mod tests {
     fn hint_or_map_finds_the_owner_only() {
         let owner_a = 0x1000_0008usize;
         let owner_b = 0x1000_0040usize;
-        let mk = || CacheState {
-            core: Cache::new(4, Policy::Fifo),
-            written: HeadWords::default(),
-            fork_generation: fork_generation(),
-        };
+        let mk = || CacheState::new(Cache::new(4, Policy::Fifo), HeadWords::default());
         let a = register(owner_a, mk);
         let b = register(owner_b, mk);
         // SAFETY: this test is the only user of these states.
@@ -360,5 +364,33 @@ mod tests {
         // SAFETY: as above.
         unsafe { assert!(find(owner_a, a).is_none()) };
         assert!(unregister(owner_b, b).is_some());
+    }
+
+    #[test]
+    fn serials_grow_in_creation_order_and_caches_are_made_here() {
+        let a = CacheState::new(Cache::new(1, Policy::Fifo), HeadWords::default());
+        let b = CacheState::new(Cache::new(1, Policy::Fifo), HeadWords::default());
+        assert!(b.serial > a.serial);
+        assert!(a.made_here() && b.made_here());
+    }
+
+    #[test]
+    fn a_lock_taken_over_in_a_fork_child_rebuilds_the_map() {
+        // A child whose parent held the registry lock: simulated by a
+        // lock word holding another process's token and a map that lies.
+        let owner = 0x2000_0008usize;
+        let number = register(owner, || {
+            CacheState::new(Cache::new(2, Policy::Lru), HeadWords::default())
+        });
+        NUMBERS.with(|n, _| {
+            let n = n.as_mut().unwrap();
+            // Half-updated by the vanished thread: the entry is missing.
+            n.by_owner.remove(&hide(owner));
+        });
+        NUMBERS.pretend_held_elsewhere();
+        // The map is rebuilt from the slots' owner words at the next use.
+        // SAFETY: this test is the only user of the state.
+        unsafe { assert_eq!(find_by_address(hide(owner)).map(|f| f.0), Some(number)) };
+        assert!(unregister_at(owner).is_some());
     }
 }

@@ -8,7 +8,9 @@
 //! pinned variant, when the request four places later starts (pinning is
 //! not simulated, so there the prediction may differ a little).
 
-use qed_l2_cache::internals::{recommend, Cache, Policy};
+use qed_l2_cache::internals::{
+    advisor, miss_curve, predict_misses, recommend, set_advisor, Advised, Cache, Policy,
+};
 use std::collections::VecDeque;
 
 /// The contract: within 2 points of a real cache on the same requests.
@@ -103,7 +105,7 @@ fn stream(w: &str, n: usize, m: u64, seed: u64) -> Vec<u64> {
 
 /// Runs the requests through `c`; with `depth` > 0 each request keeps its
 /// table until the request `depth` places later starts. Returns the misses.
-fn run(c: &mut Cache<u64>, offsets: &[u64], depth: usize) -> u64 {
+fn run(c: &mut Advised<u64>, offsets: &[u64], depth: usize) -> u64 {
     let mut held: VecDeque<u64> = VecDeque::new();
     let mut misses = 0;
     for &off in offsets {
@@ -126,15 +128,15 @@ fn run(c: &mut Cache<u64>, offsets: &[u64], depth: usize) -> u64 {
 fn worst_error(w: &str, policy: Policy, m: u32, depth: usize) -> f64 {
     let offsets = stream(w, 40_000, u64::from(m), 7 + m as u64);
     let mut c = Cache::new(m, policy);
-    c.set_advisor(true);
+    set_advisor(&mut c, true);
     let own = run(&mut c, &offsets, depth);
-    assert_eq!(c.predict_misses(m), Some(own), "the cache's own size is exact");
-    let sizes = c.advisor().expect("on").sizes();
+    assert_eq!(predict_misses(&c, m), Some(own), "the cache's own size is exact");
+    let sizes = advisor(&c).expect("on").sizes();
     assert!(sizes.contains(&(m / 2).max(1)) || m == 1);
     assert!(sizes.contains(&(2 * m)) && sizes.contains(&(4 * m)) && sizes.contains(&(8 * m)));
     let mut worst: f64 = 0.0;
     for size in sizes {
-        let predicted = c.predict_misses(size).expect("tracked");
+        let predicted = predict_misses(&c, size).expect("tracked");
         let real = run(&mut Cache::new(size, policy), &offsets, depth);
         let err = (predicted as f64 - real as f64).abs() / offsets.len() as f64;
         let tolerance = if depth > 0 && policy == Policy::Sieve {
@@ -191,28 +193,28 @@ fn requests_in_flight_are_not_simulated_fifo_and_lru_stay_within_two_points() {
 fn a_phase_change_moves_the_recommendation() {
     // A small hot set, then a loop larger than the cache: the curve must
     // say the second phase needs more than 1.5x the maximum.
-    let mut c: Cache<u64> = Cache::new(20, Policy::Lru);
-    c.set_advisor(true);
+    let mut c: Advised<u64> = Cache::new(20, Policy::Lru);
+    set_advisor(&mut c, true);
     let small: Vec<u64> = (0..5000u64).map(|i| ((i % 8) + 1) << 16).collect();
     run(&mut c, &small, 0);
-    let curve = c.miss_curve();
-    let rec = recommend(&curve, c.advisor().unwrap().finds());
+    let curve = miss_curve(&c);
+    let rec = recommend(&curve, advisor(&c).unwrap().finds());
     assert_eq!(rec, Some(10), "{curve:?}");
     let looping: Vec<u64> = (0..20_000u64).map(|i| ((i % 35) + 100) << 16).collect();
     run(&mut c, &looping, 0);
-    let curve = c.miss_curve();
-    let rec = recommend(&curve, c.advisor().unwrap().finds());
+    let curve = miss_curve(&c);
+    let rec = recommend(&curve, advisor(&c).unwrap().finds());
     assert_eq!(rec, Some(40), "{curve:?}");
 }
 
 #[test]
 fn memory_stays_bounded_on_a_long_stream_of_new_tables() {
     for policy in Policy::ALL {
-        let mut c: Cache<u64> = Cache::new(16, policy);
-        c.set_advisor(true);
+        let mut c: Advised<u64> = Cache::new(16, policy);
+        set_advisor(&mut c, true);
         let offsets: Vec<u64> = (0..200_000u64).map(|i| (i + 1) << 16).collect();
         run(&mut c, &offsets, 0);
-        let a = c.advisor().unwrap();
+        let a = advisor(&c).unwrap();
         // The largest simulation (128) plus the cache's own 16 pinned.
         assert!(
             a.tracked_tables() <= 128 + 16,
@@ -220,28 +222,28 @@ fn memory_stays_bounded_on_a_long_stream_of_new_tables() {
             a.tracked_tables()
         );
         assert!(a.heap_bytes() < 64 * 1024, "{policy:?}: {} bytes", a.heap_bytes());
-        assert_eq!(c.predict_misses(128), Some(200_000));
+        assert_eq!(predict_misses(&c, 128), Some(200_000));
     }
 }
 
 #[test]
 fn turning_off_and_on_starts_afresh_and_costs_nothing_off() {
-    let mut c: Cache<u64> = Cache::new(10, Policy::Sieve);
+    let mut c: Advised<u64> = Cache::new(10, Policy::Sieve);
     let offsets: Vec<u64> = (0..1000u64).map(|i| ((i % 30) + 1) << 16).collect();
     run(&mut c, &offsets, 0);
-    assert!(c.advisor().is_none());
-    assert_eq!(c.predict_misses(10), None);
-    c.set_advisor(true);
+    assert!(advisor(&c).is_none());
+    assert_eq!(predict_misses(&c, 10), None);
+    set_advisor(&mut c, true);
     let before = c.stats();
     run(&mut c, &offsets, 0);
     let after = c.stats();
-    assert_eq!(c.predict_misses(10), Some(after.misses - before.misses));
+    assert_eq!(predict_misses(&c, 10), Some(after.misses - before.misses));
     assert_eq!(
-        c.advisor().unwrap().finds(),
+        advisor(&c).unwrap().finds(),
         after.hits + after.misses - before.hits - before.misses
     );
-    c.set_advisor(false);
-    assert_eq!(c.predict_misses(10), None);
+    set_advisor(&mut c, false);
+    assert_eq!(predict_misses(&c, 10), None);
 }
 
 /// Misses with the table read in flight: the request commits and finds
@@ -249,7 +251,7 @@ fn turning_off_and_on_starts_afresh_and_costs_nothing_off() {
 /// (as in QEMU and examples/qed-demo.c). Nothing is held after the read
 /// completes, so nothing is pinned. Returns (the cache, the lookups in the
 /// order the requests started them).
-fn run_delayed(c: &mut Cache<u64>, offsets: &[u64], in_flight: usize, seed: u64) -> Vec<u64> {
+fn run_delayed(c: &mut Advised<u64>, offsets: &[u64], in_flight: usize, seed: u64) -> Vec<u64> {
     let mut rng = Rng(seed);
     let mut pending: Vec<Option<u64>> = vec![None; in_flight];
     let mut started = Vec::new();
@@ -278,11 +280,11 @@ fn reads_in_flight_do_not_disturb_the_predictions() {
             let m = 40;
             let offsets = stream(w, 40_000, u64::from(m), 99);
             let mut c = Cache::new(m, policy);
-            c.set_advisor(true);
+            set_advisor(&mut c, true);
             let started = run_delayed(&mut c, &offsets, 8, 5);
             let mut worst: f64 = 0.0;
-            for size in c.advisor().unwrap().sizes() {
-                let predicted = c.predict_misses(size).unwrap();
+            for size in advisor(&c).unwrap().sizes() {
+                let predicted = predict_misses(&c, size).unwrap();
                 let real = run(&mut Cache::new(size, policy), &started, 0);
                 let err = (predicted as f64 - real as f64).abs() / started.len() as f64;
                 worst = worst.max(err);

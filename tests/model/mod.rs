@@ -31,7 +31,7 @@
 
 use qed_l2_cache::internals::Policy;
 use qed_l2_cache::internals::{self as config, OnMisuse};
-use qed_l2_cache::internals::{Checked, EntryPtr};
+use qed_l2_cache::internals::{entry_status, EntryStatus};
 use qed_l2_cache::{
     qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry, qed_find_l2_cache_entry, qed_free_l2_cache,
     qed_init_l2_cache, qed_l2_cache_get_stats, qed_l2_cache_set_max_entries, qed_l2_cache_set_policy,
@@ -39,7 +39,7 @@ use qed_l2_cache::{
 };
 use std::ffi::c_void;
 use std::fmt;
-use std::ptr::{addr_of_mut, null_mut, NonNull};
+use std::ptr::{addr_of_mut, null_mut};
 
 /// Where the driver's choices come from.
 pub trait Source {
@@ -578,13 +578,8 @@ impl<S: Source> Driver<S> {
         // SAFETY: alloc only prints the cache pointer.
         let p = unsafe { qed_alloc_l2_cache_entry(cache) };
         check!(self, !p.is_null(), "alloc returned NULL");
-        // SAFETY: non-null; an entry the library just handed out.
-        let live = EntryPtr::check(unsafe { NonNull::new_unchecked(p) });
-        check!(
-            self,
-            matches!(live, Checked::Live(_)),
-            "alloc returned a non-live entry"
-        );
+        let live = entry_status(p);
+        check!(self, live == EntryStatus::Live, "alloc returned a non-live entry");
         // SAFETY: a live entry we own; nobody else uses it.
         let fresh = unsafe {
             (*p).table.is_null()
@@ -1390,11 +1385,10 @@ impl<S: Source> Driver<S> {
                 !self.model.entries[id].alive,
                 "model: released entry {id} alive"
             );
-            // SAFETY: released during this step, so still in quarantine.
-            let state = EntryPtr::check(unsafe { NonNull::new_unchecked(p) });
+            let state = entry_status(p);
             check!(
                 self,
-                matches!(state, Checked::Released),
+                state == EntryStatus::Released,
                 "entry {id} was not released"
             );
         }
@@ -1427,10 +1421,10 @@ impl<S: Source> Driver<S> {
         let me = &self.model.entries[id];
         // SAFETY: the model says the entry is alive; if the library released
         // it, the block is still in quarantine (readable) and the check fails.
-        let state = EntryPtr::check(unsafe { NonNull::new_unchecked(me.ptr) });
+        let state = entry_status(me.ptr);
         check!(
             self,
-            matches!(state, Checked::Live(p) if p.as_c() == me.ptr),
+            state == EntryStatus::Live,
             "entry {id} is not live: released or lost while in use ({me:?})"
         );
         // SAFETY: live, so readable; the table is alive with it.

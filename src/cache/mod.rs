@@ -1,18 +1,29 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //! The safe core: which tables are cached, in which order, which one to
-//! evict. It knows nothing of C: entries are opaque `Copy` handles, and the
-//! caller tells it through a closure whether a handle is still in use by a
-//! request. The FFI layer mirrors every change of order this core reports
-//! onto the C-visible QTAILQ, so both always list the same entries in the
-//! same order (head = oldest / least recently used / next for the hand).
+//! evict, and what was counted. It is only a cache: it knows nothing of C,
+//! of the environment, of stderr or of the size advisor. Entries are opaque
+//! `Copy` handles, and the caller tells it through a closure whether a
+//! handle is still in use by a request. The FFI layer mirrors every change
+//! of order this core reports onto the C-visible QTAILQ, so both always
+//! list the same entries in the same order (head = oldest / least recently
+//! used / next for the hand). Whatever wants to watch the lookups (the size
+//! advisor) plugs in as an [`Observer`].
 
-use crate::index::OffsetIndex;
+#![forbid(unsafe_code)]
+
+pub mod index;
+
+use index::OffsetIndex;
+pub use index::FIBONACCI;
 
 /// Marks "no slot" in links and in the SIEVE hand.
 const NIL: u32 = u32::MAX;
 
-/// Eviction policy. The in-use rule (an entry a request still references is
-/// never evicted) holds in every one of them.
+/// Eviction policy: the one table of policies. Each variant's number is
+/// the value of its `QED_L2_CACHE_POLICY_*` constant in the C header (the
+/// FFI layer pins them with const asserts), and its [`Policy::name`] the
+/// value of `QED_L2_CACHE_POLICY`. The in-use rule (an entry a request
+/// still references is never evicted) holds in every one of them.
 ///
 /// SIEVE has one twist, the *fresh entry*: the entry inserted by the latest
 /// commit, for as long as no other entry has been inserted since (duplicate
@@ -23,20 +34,21 @@ const NIL: u32 = u32::MAX;
 /// times before moving on; without the twist SIEVE would mark every new
 /// entry visited and degrade to CLOCK. LRU is textbook LRU (the same twist
 /// measurably changed nothing for it, see BENCHMARKS.md).
+#[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Insertion order, hits change nothing: exactly QEMU's original.
-    Fifo,
+    Fifo = 0,
     /// Least recently used: every hit moves the entry to the tail.
-    Lru,
+    Lru = 1,
     /// SIEVE (NSDI '24): a hit (except on the fresh entry) sets a visited
     /// bit; a hand walks from the head towards the tail, clearing visited
     /// bits and evicting the first unvisited entry, and wraps to the head.
-    Sieve,
+    Sieve = 2,
 }
 
 impl Policy {
-    /// Every policy, in the order of their C constants.
+    /// Every policy, in the order of their numbers.
     pub const ALL: [Policy; 3] = [Policy::Fifo, Policy::Lru, Policy::Sieve];
 
     /// The name used by `QED_L2_CACHE_POLICY`.
@@ -48,26 +60,120 @@ impl Policy {
         }
     }
 
-    /// Parses a `QED_L2_CACHE_POLICY` value.
+    /// The policy of a name, if it is one.
     pub fn from_name(name: &str) -> Option<Policy> {
         Policy::ALL.into_iter().find(|p| p.name() == name)
     }
+
+    /// The policy numbered `n`, if any: a number from outside is checked,
+    /// never transmuted.
+    pub fn from_number(n: u32) -> Option<Policy> {
+        Policy::ALL.into_iter().find(|&p| p as u32 == n)
+    }
 }
 
-/// What the cache counted since it was created.
+/// Watches a cache: the size advisor is one. Every method has an empty
+/// default, so an observer implements only what it needs. The core calls
+/// them on the paths named; `Option<O>` is an observer that costs one
+/// branch when `None`.
+pub trait Observer {
+    /// A lookup of `offset`: `Some(slot)` on a hit (the slot the entry
+    /// occupies), `None` on a miss.
+    #[inline(always)]
+    fn on_find(&mut self, _offset: u64, _slot: Option<u32>) {}
+    /// A commit of `offset`, before the cache decides what it does.
+    #[inline(always)]
+    fn on_commit(&mut self, _offset: u64) {}
+    /// The entry in `slot` left the cache (evicted).
+    #[inline(always)]
+    fn on_remove(&mut self, _slot: u32) {}
+    /// The cache was emptied.
+    #[inline(always)]
+    fn on_drain(&mut self) {}
+    /// The maximum or the policy changed (`set_max_entries`,
+    /// `set_policy`); `misses` is the cache's miss count now.
+    #[inline(always)]
+    fn on_resize(&mut self, _max_entries: u32, _policy: Policy, _misses: u64) {}
+}
+
+/// No observer.
+impl Observer for () {}
+
+/// An observer that may be absent: one branch when it is.
+impl<O: Observer> Observer for Option<O> {
+    #[inline(always)]
+    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+        if let Some(o) = self {
+            o.on_find(offset, slot)
+        }
+    }
+    #[inline(always)]
+    fn on_commit(&mut self, offset: u64) {
+        if let Some(o) = self {
+            o.on_commit(offset)
+        }
+    }
+    #[inline(always)]
+    fn on_remove(&mut self, slot: u32) {
+        if let Some(o) = self {
+            o.on_remove(slot)
+        }
+    }
+    #[inline(always)]
+    fn on_drain(&mut self) {
+        if let Some(o) = self {
+            o.on_drain()
+        }
+    }
+    #[inline(always)]
+    fn on_resize(&mut self, max_entries: u32, policy: Policy, misses: u64) {
+        if let Some(o) = self {
+            o.on_resize(max_entries, policy, misses)
+        }
+    }
+}
+
+/// A boxed observer.
+impl<O: Observer + ?Sized> Observer for Box<O> {
+    #[inline(always)]
+    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+        (**self).on_find(offset, slot)
+    }
+    #[inline(always)]
+    fn on_commit(&mut self, offset: u64) {
+        (**self).on_commit(offset)
+    }
+    #[inline(always)]
+    fn on_remove(&mut self, slot: u32) {
+        (**self).on_remove(slot)
+    }
+    #[inline(always)]
+    fn on_drain(&mut self) {
+        (**self).on_drain()
+    }
+    #[inline(always)]
+    fn on_resize(&mut self, max_entries: u32, policy: Policy, misses: u64) {
+        (**self).on_resize(max_entries, policy, misses)
+    }
+}
+
+/// What a cache counted since it was created (`qed_init_l2_cache`), as
+/// `qed_l2_cache_get_stats` copies it out: the C header's
+/// `QedL2CacheStats` is this struct.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Lookups that found the table.
+    /// Lookups (`find`) that returned an entry.
     pub hits: u64,
-    /// Lookups that did not.
+    /// Lookups that returned none.
     pub misses: u64,
     /// Commits accepted, duplicates included.
     pub commits: u64,
-    /// Commits whose offset was already cached (the newcomer was dropped).
+    /// Commits whose offset was already cached (the cached entry stayed).
     pub duplicate_commits: u64,
     /// Entries evicted to make room or to honour a lower maximum.
     pub evictions: u64,
-    /// Largest number of entries ever cached at once.
+    /// The most entries the cache held at once.
     pub peak_entries: u64,
 }
 
@@ -99,8 +205,9 @@ struct Node<H> {
 }
 
 /// The cache core. Lookups cost O(1) whatever the number of entries.
+/// `O` watches it (see [`Observer`]).
 #[derive(Debug, Clone)]
-pub struct Cache<H: Copy> {
+pub struct Cache<H: Copy, O: Observer = ()> {
     nodes: Vec<Node<H>>,
     /// SIEVE's visited bits, by slot (kept apart so nodes stay 24 bytes).
     visited: Vec<bool>,
@@ -116,13 +223,21 @@ pub struct Cache<H: Copy> {
     /// The fresh entry (see [`Policy`]), NIL when there is none.
     fresh: u32,
     stats: Stats,
-    /// The size advisor (docs/advisor.md), fed by `find` when on.
-    pub(crate) advisor: crate::advisor::Hook,
+    observer: O,
 }
 
-impl<H: Copy> Cache<H> {
-    /// An empty cache. `max_entries` must be at least 1.
+impl<H: Copy, O: Observer + Default> Cache<H, O> {
+    /// An empty cache with the default observer. `max_entries` must be at
+    /// least 1.
     pub fn new(max_entries: u32, policy: Policy) -> Self {
+        Cache::with_observer(max_entries, policy, O::default())
+    }
+}
+
+impl<H: Copy, O: Observer> Cache<H, O> {
+    /// An empty cache watched by `observer`. `max_entries` must be at
+    /// least 1.
+    pub fn with_observer(max_entries: u32, policy: Policy, observer: O) -> Self {
         assert!(max_entries >= 1, "max_entries must be positive");
         Cache {
             nodes: Vec::new(),
@@ -137,8 +252,18 @@ impl<H: Copy> Cache<H> {
             hand: NIL,
             fresh: NIL,
             stats: Stats::default(),
-            advisor: crate::advisor::Hook::new(max_entries, policy),
+            observer,
         }
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// The observer, to change it (turn an advisor on or off, say).
+    pub fn observer_mut(&mut self) -> &mut O {
+        &mut self.observer
     }
 
     /// Entries cached now.
@@ -201,9 +326,7 @@ impl<H: Copy> Cache<H> {
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
         let Some(slot) = self.slot_of(offset) else {
             self.stats.misses += 1;
-            if let Some(a) = self.advisor.sim.as_deref_mut() {
-                a.on_find(offset, None);
-            }
+            self.observer.on_find(offset, None);
             return None;
         };
         self.stats.hits += 1;
@@ -223,9 +346,7 @@ impl<H: Copy> Cache<H> {
                 false
             }
         };
-        if let Some(a) = self.advisor.sim.as_deref_mut() {
-            a.on_find(offset, Some(slot));
-        }
+        self.observer.on_find(offset, Some(slot));
         Some(Hit {
             handle,
             moved_to_tail,
@@ -248,9 +369,7 @@ impl<H: Copy> Cache<H> {
         on_evict: impl FnMut(H),
     ) -> Commit<H> {
         self.stats.commits += 1;
-        if let Some(a) = self.advisor.sim.as_deref_mut() {
-            a.on_commit(offset);
-        }
+        self.observer.on_commit(offset);
         if let Some(slot) = self.slot_of(offset) {
             self.stats.duplicate_commits += 1;
             return Commit::Duplicate(self.nodes[slot as usize].handle);
@@ -279,7 +398,8 @@ impl<H: Copy> Cache<H> {
         assert!(max_entries >= 1, "max_entries must be positive");
         self.max_entries = max_entries;
         self.evict_down_to(max_entries, in_use, on_evict);
-        self.advisor.restart(max_entries, self.policy, self.stats.misses);
+        self.observer
+            .on_resize(max_entries, self.policy, self.stats.misses);
     }
 
     /// Switches policy. The order and the fresh entry are kept; SIEVE's
@@ -288,15 +408,14 @@ impl<H: Copy> Cache<H> {
         self.policy = policy;
         self.visited.fill(false);
         self.hand = NIL;
-        self.advisor.restart(self.max_entries, policy, self.stats.misses);
+        self.observer
+            .on_resize(self.max_entries, policy, self.stats.misses);
     }
 
     /// Empties the cache, passing every handle to `f` in list order.
     /// Counters are kept.
     pub fn drain(&mut self, mut f: impl FnMut(H)) {
-        if let Some(a) = self.advisor.sim.as_deref_mut() {
-            a.on_drain();
-        }
+        self.observer.on_drain();
         let mut cur = self.head;
         while cur != NIL {
             let node = self.nodes[cur as usize];
@@ -403,9 +522,7 @@ impl<H: Copy> Cache<H> {
 
     /// Takes a slot out of the list and the index and frees it.
     fn remove_slot(&mut self, slot: u32) {
-        if let Some(a) = self.advisor.sim.as_deref_mut() {
-            a.on_remove(slot);
-        }
+        self.observer.on_remove(slot);
         if self.hand == slot {
             self.hand = self.nodes[slot as usize].next;
         }
@@ -729,6 +846,66 @@ mod tests {
             assert_eq!(Policy::from_name(p.name()), Some(p));
         }
         assert_eq!(Policy::from_name("LRU"), None);
+    }
+
+    #[test]
+    fn policy_numbers_round_trip_and_unknown_numbers_are_refused() {
+        for p in Policy::ALL {
+            assert_eq!(Policy::from_number(p as u32), Some(p));
+        }
+        assert_eq!(Policy::from_number(3), None);
+        assert_eq!(Policy::from_number(u32::MAX), None);
+    }
+
+    /// Records what the core tells its observer.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Observer for Log {
+        fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+            self.0.push(format!("find {offset:#x} {slot:?}"));
+        }
+        fn on_commit(&mut self, offset: u64) {
+            self.0.push(format!("commit {offset:#x}"));
+        }
+        fn on_remove(&mut self, slot: u32) {
+            self.0.push(format!("remove {slot}"));
+        }
+        fn on_drain(&mut self) {
+            self.0.push("drain".into());
+        }
+        fn on_resize(&mut self, max: u32, policy: Policy, misses: u64) {
+            self.0.push(format!("resize {max} {} {misses}", policy.name()));
+        }
+    }
+
+    #[test]
+    fn the_observer_sees_every_event_in_order() {
+        let mut c: Cache<u32, Log> = Cache::new(1, Policy::Fifo);
+        assert!(c.find(0x10000).is_none());
+        c.commit(0x10000, 1, |_| false, |_| {});
+        assert!(c.find(0x10000).is_some());
+        c.commit(0x20000, 2, |_| false, |_| {});
+        c.set_max_entries(2, |_| false, |_| {});
+        c.set_policy(Policy::Lru);
+        c.drain(|_| {});
+        assert_eq!(
+            c.observer().0,
+            [
+                "find 0x10000 None",
+                "commit 0x10000",
+                "find 0x10000 Some(0)",
+                "commit 0x20000",
+                "remove 0",
+                "resize 2 fifo 1",
+                "resize 2 lru 1",
+                "drain",
+            ]
+        );
+        // An absent observer is one too.
+        let mut quiet: Cache<u32, Option<Log>> = Cache::new(1, Policy::Fifo);
+        assert!(quiet.find(1).is_none());
+        assert!(quiet.observer().is_none());
     }
 
     #[test]

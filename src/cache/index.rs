@@ -22,11 +22,16 @@ pub struct OffsetIndex {
     shift: u32,
 }
 
+/// 2^64 divided by the golden ratio: the multiplier of Fibonacci hashing,
+/// which spreads keys that differ in their high bits over the top bits of
+/// the product. The library's other hash tables use it too.
+pub const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// Fibonacci hashing. L2 table offsets are cluster-aligned (their low 16 or
 /// more bits are zero), so the high bits of the product carry the entropy.
 #[inline]
 fn hash(offset: u64, shift: u32) -> usize {
-    ((offset ^ (offset >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> shift) as usize
+    ((offset ^ (offset >> 29)).wrapping_mul(FIBONACCI) >> shift) as usize
 }
 
 impl Default for OffsetIndex {

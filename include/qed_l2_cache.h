@@ -144,21 +144,20 @@ typedef struct L2TableCache {
 typedef uint32_t QedL2CachePolicy;
 
 /**
- * What a cache counted since it was created (`qed_init_l2_cache`), as
- * `qed_l2_cache_get_stats` copies it out: the C header's
- * `QedL2CacheStats` is this struct.
+ * What a cache counted since `qed_init_l2_cache`
+ * (filled by `qed_l2_cache_get_stats`).
  */
 typedef struct QedL2CacheStats {
   /**
-   * Lookups (`find`) that returned an entry.
+   * `qed_find_l2_cache_entry` calls that returned an entry.
    */
   uint64_t hits;
   /**
-   * Lookups that returned none.
+   * `qed_find_l2_cache_entry` calls that returned NULL.
    */
   uint64_t misses;
   /**
-   * Commits accepted, duplicates included.
+   * `qed_commit_l2_cache_entry` calls accepted, duplicates included.
    */
   uint64_t commits;
   /**

@@ -36,6 +36,50 @@ pub const QED_L2_CACHE_POLICY_LRU: QedL2CachePolicy = 1;
 /// miss that brought it in (the find after commit, a scan of that table).
 pub const QED_L2_CACHE_POLICY_SIEVE: QedL2CachePolicy = 2;
 
+/// What a cache counted since `qed_init_l2_cache`
+/// (filled by `qed_l2_cache_get_stats`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QedL2CacheStats {
+    /// `qed_find_l2_cache_entry` calls that returned an entry.
+    pub hits: u64,
+    /// `qed_find_l2_cache_entry` calls that returned NULL.
+    pub misses: u64,
+    /// `qed_commit_l2_cache_entry` calls accepted, duplicates included.
+    pub commits: u64,
+    /// Commits whose offset was already cached (the cached entry stayed).
+    pub duplicate_commits: u64,
+    /// Entries evicted to make room or to honour a lower maximum.
+    pub evictions: u64,
+    /// The most entries the cache held at once.
+    pub peak_entries: u64,
+}
+
+/// The C mirror of the core's counters. It is a type of this module, not
+/// the core's own, because the ABI baseline's debug information names it
+/// here; every field is named on both sides, so a counter added to the
+/// core does not compile until C has it too.
+impl From<Stats> for QedL2CacheStats {
+    fn from(s: Stats) -> Self {
+        let Stats {
+            hits,
+            misses,
+            commits,
+            duplicate_commits,
+            evictions,
+            peak_entries,
+        } = s;
+        QedL2CacheStats {
+            hits,
+            misses,
+            commits,
+            duplicate_commits,
+            evictions,
+            peak_entries,
+        }
+    }
+}
+
 // The C constants are the numbers of the core's policies (the header keeps
 // literals: cbindgen writes them as they are).
 const _: () = assert!(QED_L2_CACHE_POLICY_FIFO == Policy::Fifo as u32);
@@ -715,7 +759,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
 /// `l2_cache` as for `qed_commit_l2_cache_entry`; `stats` must be NULL
 /// (a misuse) or point to a writable `QedL2CacheStats`.
 #[no_mangle]
-pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, stats: *mut Stats) {
+pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, stats: *mut QedL2CacheStats) {
     const F: &str = "qed_l2_cache_get_stats";
     boundary(F, || {
         // SAFETY: per this function's contract.
@@ -727,7 +771,7 @@ pub unsafe extern "C" fn qed_l2_cache_get_stats(l2_cache: *const L2TableCache, s
             return;
         }
         // SAFETY: non-null and writable per the contract.
-        unsafe { stats.write_unaligned(state.core.stats()) };
+        unsafe { stats.write_unaligned(state.core.stats().into()) };
     })
 }
 

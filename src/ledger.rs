@@ -769,3 +769,119 @@ pub fn release_all_at_unload() -> bool {
     forget_live();
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded block on the calling thread, with its shard.
+    fn live_block() -> (NonNull<Block>, u32) {
+        let shard = my_shard();
+        let b = alloc_block();
+        record_alloc(b, shard);
+        (b, shard)
+    }
+
+    #[test]
+    fn a_block_is_live_then_released_then_forgotten_after_the_quarantine() {
+        let (b, shard) = live_block();
+        assert_eq!(classify(b.as_ptr()), Found::Live);
+        // SAFETY: ours, live, used by no one after this.
+        unsafe { record_release(b, shard) };
+        assert_eq!(classify(b.as_ptr()), Found::Released);
+        // The quarantine holds the last QUARANTINE_PER_THREAD releases of
+        // this thread: push `b` out of it.
+        let mut kept = Vec::new();
+        for _ in 0..if cfg!(miri) { 8 } else { QUARANTINE_PER_THREAD } {
+            let (c, s) = live_block();
+            kept.push(c);
+            // SAFETY: as above.
+            unsafe { record_release(c, s) };
+        }
+        if !cfg!(miri) {
+            // Given back to the allocator: unknown, unless a later block
+            // got the same address (then it is that block's status).
+            let status = classify(b.as_ptr());
+            assert!(
+                status == Found::Unknown || kept.contains(&b),
+                "a block given back is not reported released: {status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_slot_markers_are_never_taken_for_entries() {
+        // The two addresses whose keys are the empty and deleted markers.
+        for key in [EMPTY, DELETED] {
+            let p = hide(key as usize) as usize as *const Block;
+            assert_eq!(classify(p), Found::Unknown);
+        }
+    }
+
+    #[test]
+    fn another_threads_block_is_found_and_released_across_threads() {
+        struct Send(NonNull<Block>, u32);
+        // SAFETY: the block is handed over whole; the spawner waits.
+        unsafe impl std::marker::Send for Send {}
+        let made = std::thread::spawn(|| {
+            let (b, s) = live_block();
+            Send(b, s)
+        })
+        .join()
+        .unwrap();
+        // Allocated by a thread that exited: its ledger keeps the record.
+        assert_eq!(classify(made.0.as_ptr()), Found::Live);
+        let (b, s) = live_block();
+        let back = Send(b, s);
+        std::thread::spawn(move || {
+            let back = back;
+            assert_eq!(classify(back.0.as_ptr()), Found::Live);
+            // SAFETY: ours, live, used by no one after this.
+            unsafe { record_release(back.0, back.1) };
+            assert_eq!(classify(back.0.as_ptr()), Found::Released);
+        })
+        .join()
+        .unwrap();
+        // Released on the other thread: this one sees it released too (the
+        // other ledger's quarantine), not live.
+        assert_eq!(classify(b.as_ptr()), Found::Released);
+        // SAFETY: ours, live, used by no one after this.
+        unsafe { record_release(made.0, made.1) };
+    }
+
+    #[test]
+    fn the_ledger_of_an_exited_thread_is_taken_over() {
+        let count = || all_ledgers().count();
+        let before = count();
+        let threads = if cfg!(miri) { 4 } else { 40 };
+        for _ in 0..threads {
+            std::thread::spawn(|| {
+                let (b, s) = live_block();
+                // SAFETY: ours, live, used by no one after this.
+                unsafe { record_release(b, s) };
+            })
+            .join()
+            .unwrap();
+        }
+        // Each exited thread's ledger is reused by the next; other tests
+        // running at the same time may add a few of their own.
+        let grown = count() - before;
+        assert!(
+            grown < threads / 2 || cfg!(miri),
+            "{grown} new ledgers for {threads} threads in turn"
+        );
+    }
+
+    #[test]
+    fn a_crowded_table_grows_and_keeps_every_key() {
+        let n = if cfg!(miri) { 100 } else { 5000 };
+        let blocks: Vec<_> = (0..n).map(|_| live_block()).collect();
+        assert!(blocks.iter().all(|(b, _)| classify(b.as_ptr()) == Found::Live));
+        let me = current();
+        assert!(me.live.get().capacity() >= n, "rebuilt to hold them");
+        for (b, s) in blocks {
+            // SAFETY: ours, live, used by no one after this.
+            unsafe { record_release(b, s) };
+        }
+    }
+}

@@ -24,22 +24,21 @@
 //! - `lifecycle`: setup at load, fork, unload and exit.
 //! - `ffi`: the exported functions, a thin layer over the above.
 
-mod abi;
-mod advisor;
+mod memtools;
+mod sync;
+mod stderr;
 mod cache;
+mod advisor;
 mod config;
 mod diag;
-mod entry;
-mod ffi;
+mod abi;
 mod ledger;
-mod lifecycle;
-mod memtools;
+mod entry;
 mod registry;
-mod stderr;
-mod sync;
+mod lifecycle;
+mod ffi;
 
 pub use abi::{CachedL2Table, L2TableCache, QEDTable, QTailQLink};
-pub use cache::Stats as QedL2CacheStats;
 pub use ffi::*;
 
 /// Internals for this crate's own integration tests, benchmarks and fuzz

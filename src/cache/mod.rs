@@ -157,10 +157,10 @@ impl<O: Observer + ?Sized> Observer for Box<O> {
     }
 }
 
-/// What a cache counted since it was created (`qed_init_l2_cache`), as
-/// `qed_l2_cache_get_stats` copies it out: the C header's
-/// `QedL2CacheStats` is this struct.
-#[repr(C)]
+/// What a cache counted since it was created: the one definition of the
+/// counters (C's `QedL2CacheStats` mirrors it field for field, and the
+/// FFI layer's conversion names every field, so neither can gain one
+/// alone).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Lookups (`find`) that returned an entry.

@@ -2,7 +2,7 @@
 //! Entries: every `CachedL2Table` the library hands out is the first member
 //! of a block from the ledgers ([`crate::ledger`]) whose hidden tail holds
 //! the library's flags for it; and every rule of the reference count lives
-//! here (docs/behaviour.md, "Ownership"):
+//! here (docs/api.md, "Conventions", and docs/behaviour.md, "The calls"):
 //!
 //! - a new entry holds one reference, the caller's ([`EntryPtr::alloc`]);
 //! - a find hands out one more ([`EntryPtr::take_ref`]), and a count that
@@ -151,6 +151,7 @@ impl EntryPtr {
     }
 
     /// The pointer C sees (computing it reads nothing).
+    #[inline(always)]
     pub fn as_c(self) -> *mut CachedL2Table {
         self.block().cast()
     }
@@ -160,6 +161,7 @@ impl EntryPtr {
     /// # Safety
     /// The entry is live, and no other thread uses it during the call
     /// (calls on an entry are serialized by the caller's lock).
+    #[inline(always)]
     pub unsafe fn refs(self) -> c_int {
         // SAFETY: live, per the caller.
         unsafe { (*self.as_c()).r#ref }
@@ -169,6 +171,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn offset(self) -> u64 {
         // SAFETY: live, per the caller.
         unsafe { (*self.as_c()).offset }
@@ -176,6 +179,7 @@ impl EntryPtr {
 
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     unsafe fn flag(self, flag: u32) -> bool {
         // SAFETY: live, per the caller.
         unsafe { (*self.block()).flags & flag != 0 }
@@ -183,6 +187,7 @@ impl EntryPtr {
 
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     unsafe fn set_flag(self, flag: u32, on: bool) {
         // SAFETY: live and not used elsewhere, per the caller.
         unsafe {
@@ -195,6 +200,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn is_cached(self) -> bool {
         // SAFETY: per the caller.
         unsafe { self.flag(FLAG_CACHED) }
@@ -205,6 +211,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn set_cached(self, cached: bool) {
         // SAFETY: per the caller.
         unsafe { self.set_flag(FLAG_CACHED, cached) }
@@ -215,6 +222,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn is_pinned(self) -> bool {
         // SAFETY: per the caller.
         unsafe { self.refs() > CACHE_REFS }
@@ -225,12 +233,17 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn caller_may_unref(self) -> Result<(), NotHeld> {
         // SAFETY: per the caller.
-        let (refs, cached) = unsafe { (self.refs(), self.is_cached()) };
-        if refs < 1 {
+        let refs = unsafe { self.refs() };
+        if refs > CACHE_REFS {
+            // The usual case, a find's reference: the flags are not read.
+            Ok(())
+        } else if refs < 1 {
             Err(NotHeld::NoneLeft(refs))
-        } else if cached && refs <= CACHE_REFS {
+        // SAFETY: per the caller.
+        } else if unsafe { self.is_cached() } {
             Err(NotHeld::CachesOwn)
         } else {
             Ok(())
@@ -242,6 +255,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn holds_callers_reference(self) -> bool {
         // SAFETY: per the caller.
         unsafe { !self.is_cached() }
@@ -253,6 +267,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline(always)]
     pub unsafe fn take_ref(self) -> Result<(), Saturated> {
         // SAFETY: per the caller.
         unsafe {
@@ -278,6 +293,7 @@ impl EntryPtr {
     /// [`EntryPtr::caller_may_unref`], or the cache's own once the entry
     /// left the list). When the count reaches zero the entry must be on no
     /// list, and no one may use the handle afterwards.
+    #[inline(always)]
     pub unsafe fn drop_ref(self) -> Option<c_int> {
         // SAFETY: per the caller.
         unsafe {
@@ -300,6 +316,8 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::drop_ref`] at zero.
+    #[cold]
+    #[inline(never)]
     unsafe fn release(self) {
         let block = self.block();
         // SAFETY: the block is live and now unreferenced. The table came

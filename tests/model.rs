@@ -9,8 +9,7 @@
 #[path = "model/mod.rs"]
 mod model;
 
-use model::{Driver, Report, Rng, RunConfig};
-use qed_l2_cache::internals::Policy;
+use model::{Driver, Policy, Report, Rng, RunConfig};
 use std::sync::Mutex;
 
 /// One driver at a time per process (see the model's module doc).

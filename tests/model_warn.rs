@@ -12,8 +12,7 @@
 #[path = "model/mod.rs"]
 mod model;
 
-use model::{Driver, Rng, RunConfig};
-use qed_l2_cache::internals::Policy;
+use model::{Driver, Policy, Rng, RunConfig};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 

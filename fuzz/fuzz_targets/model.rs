@@ -9,13 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qed_l2_cache::internals::Policy;
-use qed_l2_cache::internals::{self as config, OnMisuse};
 
 #[path = "../../tests/model/mod.rs"]
 mod model;
 
-use model::{Bytes, Driver, RunConfig, Source};
+use model::{Bytes, Driver, Policy, RunConfig, Source};
 
 fuzz_target!(|data: &[u8]| {
     let mut src = Bytes(data);
@@ -26,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         capacity: [1, 2, 3, 50, 1000][c as usize],
         policy: Policy::ALL[p as usize],
         ops: u64::MAX, // until the input is used up
-        misuse: config::config().on_misuse == OnMisuse::Warn,
+        misuse: model::warn_mode(),
         label: "fuzz".into(),
     };
     Driver::new(cfg, src).run();

@@ -5,15 +5,20 @@
 //! Shared (with `#[path]`) by `tests/model.rs`, `tests/model_warn.rs` and
 //! the cargo-fuzz target `fuzz/fuzz_targets/model.rs`.
 //!
+//! The expectations come from `docs/behaviour.md`, not from the library's
+//! source: each rule of [`Model`] names the section of that page it
+//! implements (misuse rules: `docs/misuse.md`; the released-entry limit:
+//! `docs/misuse.md`, "Limits"). Where the page and the library disagree,
+//! the model follows the page and the test fails.
+//!
 //! The model is deliberately naive: the cached entries are a `Vec` in list
 //! order (head first), lookups are linear searches, and each entry carries
-//! the reference count it must have. Eviction follows `src/cache.rs` as
-//! written: FIFO and LRU walk from the head skipping entries in use; SIEVE
-//! walks its hand from where it stopped (or the head), skips entries in use,
-//! clears visited bits, evicts the first unvisited entry, and gives up after
-//! `2 * len + 1` steps. SIEVE ignores hits on the *fresh* entry (the one the
-//! latest inserting commit brought in, while it stays cached); LRU moves
-//! every hit to the tail.
+//! the reference count it must have. FIFO and LRU evict by walking from the
+//! head past entries in use; LRU moves every hit to the tail. SIEVE keeps a
+//! visited mark per entry (not set by hits on the fresh entry) and a hand
+//! that sweeps towards the tail, wrapping to the head, passing entries in
+//! use, clearing and passing visited ones, evicting the first other one,
+//! and stopping once there is room or every entry left is in use.
 //!
 //! After every operation the driver checks: what each call returned, the
 //! C-visible list (every QTAILQ link, the order, `n_entries`), every live
@@ -23,15 +28,14 @@
 //! agrees with itself (each entry's count = the cache's reference + the
 //! requests holding it).
 //!
-//! Process-wide state matters: the released-entry check reads entries the
-//! library keeps in its bounded quarantine, so only one driver may run in a
-//! process at a time (tests serialize with a mutex).
+//! Process-wide state matters: the released-entry check relies on the
+//! library still recognising the entries released in the step (it does for
+//! the last 4,096 a thread released: `docs/misuse.md`, "Limits"), so only
+//! one driver may run in a process at a time (tests serialize with a
+//! mutex).
 
 #![allow(dead_code)]
 
-use qed_l2_cache::internals::Policy;
-use qed_l2_cache::internals::{self as config, OnMisuse};
-use qed_l2_cache::internals::{entry_status, EntryStatus};
 use qed_l2_cache::{
     qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry, qed_find_l2_cache_entry, qed_free_l2_cache,
     qed_init_l2_cache, qed_l2_cache_get_stats, qed_l2_cache_set_max_entries, qed_l2_cache_set_policy,
@@ -40,6 +44,39 @@ use qed_l2_cache::{
 use std::ffi::c_void;
 use std::fmt;
 use std::ptr::{addr_of_mut, null_mut};
+
+// ---- the only uses of `qed_l2_cache::internals` (test-only, unstable) ----
+//
+// The model, `tests/model.rs`, `tests/model_warn.rs` and the fuzz target
+// reach the library's internals only through the items below.
+
+/// The eviction policies, in the order of their C constants (`Policy::ALL`).
+pub use qed_l2_cache::internals::Policy;
+use qed_l2_cache::internals::{self as config, entry_status, EntryStatus, OnMisuse};
+
+/// The library's records say `p` is a live entry (nothing is read through
+/// `p`).
+fn is_live(p: *mut CachedL2Table) -> bool {
+    entry_status(p) == EntryStatus::Live
+}
+
+/// The library's records say `p` is an entry already released (nothing is
+/// read through `p`).
+fn is_released(p: *mut CachedL2Table) -> bool {
+    entry_status(p) == EntryStatus::Released
+}
+
+/// `QED_L2_CACHE_ON_MISUSE=warn` is in force in this process.
+pub fn warn_mode() -> bool {
+    config::config().on_misuse == OnMisuse::Warn
+}
+
+/// The maximum and policy `qed_init_l2_cache` gives a cache in this process
+/// (`QED_L2_CACHE_SIZE`, `QED_L2_CACHE_POLICY` or their defaults).
+fn init_settings() -> (u32, Policy) {
+    let c = config::config();
+    (c.max_entries, c.policy)
+}
 
 /// Where the driver's choices come from.
 pub trait Source {
@@ -173,8 +210,8 @@ const FRESH_BASE: u64 = 1 << 44;
 /// Words in each test table: [offset, entry id, writes, 0...].
 const TABLE_WORDS: usize = 8;
 
-/// How many released entries per step can be checked: the last ones
-/// released are still in the library's quarantine (thousands per thread).
+/// How many released entries per step are checked: far fewer than the
+/// 4,096 a thread's quarantine recognises (misuse.md, "Limits").
 const RELEASE_CHECK_MAX: usize = 64;
 
 #[derive(Debug)]
@@ -184,6 +221,7 @@ struct MEntry {
     offset: u64,
     refs: i32,
     cached: bool,
+    /// SIEVE's mark (behaviour.md, "Policies", SIEVE, *Marks*).
     visited: bool,
     alive: bool,
     writes: u64,
@@ -195,15 +233,20 @@ struct MCache {
     list: Vec<usize>,
     max: u32,
     policy: Policy,
-    /// SIEVE's hand: the next entry to examine; `None` = start at the head.
+    /// SIEVE's hand: the entry the next eviction looks at first; `None` =
+    /// at the head, whichever entry is there when the eviction starts
+    /// (behaviour.md, "Policies", SIEVE, *The hand*).
     hand: Option<usize>,
-    /// The entry the latest inserting commit brought in, while it is
-    /// cached: LRU and SIEVE ignore hits on it (they belong to its miss).
+    /// The entry the latest inserting commit appended, while it stays
+    /// cached: SIEVE does not mark it on a hit (behaviour.md, "Policies",
+    /// SIEVE, *The fresh entry*; LRU has no such exception).
     fresh: Option<usize>,
     stats: QedL2CacheStats,
 }
 
-/// The model proper: plain data, no C.
+/// The model proper: plain data, no C. Every rule cites the section of
+/// `docs/behaviour.md` it implements ("The calls" is the table and the
+/// paragraphs after it; "Policies" its subsection).
 #[derive(Debug, Default)]
 struct Model {
     entries: Vec<MEntry>,
@@ -228,6 +271,15 @@ impl Model {
         c.list.iter().position(|&id| self.entries[id].offset == offset)
     }
 
+    /// "In use": a request holds it, `ref` above 1 (behaviour.md, "The
+    /// calls", eviction paragraph).
+    fn in_use(&self, id: usize) -> bool {
+        self.entries[id].refs > 1
+    }
+
+    /// "The calls", `qed_init_l2_cache`: an empty list with the configured
+    /// maximum and policy, counters 0; "Policies", SIEVE: no fresh entry,
+    /// the hand at the head.
     fn init(&mut self, max: u32, policy: Policy) {
         assert!(self.cache.is_none(), "model: init over a live cache");
         self.cache = Some(MCache {
@@ -240,6 +292,7 @@ impl Model {
         });
     }
 
+    /// "The calls", `qed_unref_l2_cache_entry`: at 0 the entry is released.
     fn drop_ref(&mut self, id: usize) {
         let e = &mut self.entries[id];
         assert!(e.alive && e.refs >= 1, "model: drop_ref of {id}: {e:?}");
@@ -251,6 +304,8 @@ impl Model {
         }
     }
 
+    /// "The calls", `qed_find_l2_cache_entry`: the cached entry with that
+    /// offset, one more reference; a hit or a miss counted ("Counters").
     fn find(&mut self, offset: u64) -> Option<usize> {
         let Some(pos) = self.cached_with_offset(offset) else {
             self.cache().stats.misses += 1;
@@ -260,22 +315,32 @@ impl Model {
         c.stats.hits += 1;
         let id = c.list[pos];
         match c.policy {
+            // "Policies", FIFO: a find moves nothing.
             Policy::Fifo => {}
-            Policy::Sieve if c.fresh == Some(id) => {}
+            // "Policies", LRU: every hit moves the entry to the tail.
             Policy::Lru => {
                 c.list.remove(pos);
                 c.list.push(id);
             }
-            Policy::Sieve => self.entries[id].visited = true,
+            // "Policies", SIEVE, *Marks*: a hit marks the entry visited,
+            // unless it is the fresh entry.
+            Policy::Sieve => {
+                if c.fresh != Some(id) {
+                    self.entries[id].visited = true;
+                }
+            }
         }
         self.entries[id].refs += 1;
         Some(id)
     }
 
-    /// Returns the cached entry when the offset was already cached.
+    /// "The calls", `qed_commit_l2_cache_entry`. Returns the cached entry
+    /// when the offset was already cached.
     fn commit(&mut self, id: usize) -> Option<usize> {
         let offset = self.entries[id].offset;
         self.cache().stats.commits += 1;
+        // A duplicate: the cached entry stays, the newcomer loses the
+        // caller's reference.
         if let Some(pos) = self.cached_with_offset(offset) {
             let c = self.cache();
             c.stats.duplicate_commits += 1;
@@ -283,11 +348,15 @@ impl Model {
             self.drop_ref(id);
             return Some(cached);
         }
+        // Eviction when `n_entries` has reached the maximum, until it is
+        // below the maximum (or nothing can be evicted).
         let c = self.cache();
         if c.list.len() as u64 >= u64::from(c.max) {
             let target = c.max as usize - 1;
             self.evict_down_to(target);
         }
+        // Appended at the tail, the cache now holds the reference;
+        // "Policies", SIEVE: committed not visited, and the fresh entry.
         let c = self.cache.as_mut().expect("initialised");
         c.list.push(id);
         c.fresh = Some(id);
@@ -298,7 +367,11 @@ impl Model {
         None
     }
 
+    /// Removes a cached entry and drops the cache's reference (which frees
+    /// it: only entries not in use are evicted). Counted ("Counters"); the
+    /// entry stops being the fresh entry ("for as long as it stays cached").
     fn evict(&mut self, id: usize) {
+        assert!(!self.in_use(id), "model: evicting entry {id}, in use");
         let pos = self.position(id).expect("evicting a cached entry");
         let c = self.cache();
         c.list.remove(pos);
@@ -313,19 +386,28 @@ impl Model {
         self.drop_ref(id);
     }
 
+    /// Evicts until at most `target` entries are cached, or nothing can be
+    /// evicted: the walk of "The calls" (eviction paragraph) for FIFO and
+    /// LRU, the hand of "Policies", SIEVE, *Eviction*, for SIEVE.
     fn evict_down_to(&mut self, target: usize) {
         let c = self.cache();
         if c.list.len() <= target {
+            // Nothing to do; in particular SIEVE's hand does not move.
             return;
         }
         match c.policy {
             Policy::Fifo | Policy::Lru => {
+                // "walk the list from the head; skip every entry whose
+                // `ref` is above 1; remove each entry whose `ref` is
+                // exactly 1 ... and stop as soon as `n_entries` is below
+                // the maximum" (here: down to `target`). The walk ends at
+                // the tail: "If every entry is in use, nothing is evicted".
                 let order = c.list.clone();
                 for id in order {
                     if self.cache().list.len() <= target {
                         break;
                     }
-                    if self.entries[id].refs > 1 {
+                    if self.in_use(id) {
                         self.skipped_in_use += 1;
                     } else {
                         self.evict(id);
@@ -333,35 +415,58 @@ impl Model {
                 }
             }
             Policy::Sieve => {
-                let mut budget = 2 * c.list.len() + 1;
+                // "It stops as soon as `n_entries` is low enough ..., or as
+                // soon as every entry left is in use, since then no entry
+                // can be evicted." Requests take no reference during an
+                // eviction, so the entries not in use are counted once.
                 let mut hand = c.hand;
-                while self.cache().list.len() > target && budget > 0 {
-                    budget -= 1;
+                let list = &self.cache.as_ref().expect("initialised").list;
+                let mut evictable = list.iter().filter(|&&id| !self.in_use(id)).count();
+                // "moves the hand from where it rests towards the tail,
+                // and from the tail on to the head".
+                while self.cache().list.len() > target && evictable > 0 {
                     let list = &self.cache.as_ref().expect("initialised").list;
                     let id = hand.unwrap_or(list[0]);
                     let pos = list
                         .iter()
                         .position(|&x| x == id)
                         .expect("the hand is on the list");
-                    hand = list.get(pos + 1).copied();
-                    if self.entries[id].refs > 1 {
+                    // The entry after this one, or the head (`None`) after
+                    // the tail.
+                    let next = list.get(pos + 1).copied();
+                    if self.in_use(id) {
+                        // "an entry in use is passed, its mark kept".
                         self.skipped_in_use += 1;
                     } else if self.entries[id].visited {
+                        // "a visited entry not in use has its mark cleared
+                        // and is passed (spared once)".
                         self.entries[id].visited = false;
                     } else {
+                        // "the first entry not visited and not in use is
+                        // evicted, and the hand moves on to the entry that
+                        // followed it (the head, if it was the tail)".
                         self.evict(id);
+                        evictable -= 1;
                     }
+                    hand = next;
                 }
+                // "Either way the hand stops where it is."
                 self.cache().hand = hand;
             }
         }
     }
 
+    /// "The calls", `qed_l2_cache_set_max_entries`: the new maximum, and
+    /// unused entries evicted by the same walk until `n_entries` is at
+    /// most `max`.
     fn set_max(&mut self, max: u32) {
         self.cache().max = max;
         self.evict_down_to(max as usize);
     }
 
+    /// "The calls": `qed_l2_cache_set_policy` keeps the entries and their
+    /// order; "Policies", SIEVE: whatever policy it names, it clears every
+    /// mark and sends the hand to the head; the fresh entry stays.
     fn set_policy(&mut self, policy: Policy) {
         let c = self.cache.as_mut().expect("initialised");
         c.policy = policy;
@@ -371,16 +476,18 @@ impl Model {
         }
     }
 
-    /// `free`, or the drain of an `init` over a live cache: every entry
-    /// leaves the list and loses the cache's reference.
+    /// `free`, or the drain of an `init` over a live cache ("The calls",
+    /// `qed_free_l2_cache` and `qed_init_l2_cache`): every entry leaves the
+    /// list and loses the cache's reference; entries requests still hold
+    /// live on with them. Returns how many were held.
     fn drain(&mut self) -> usize {
         let c = self.cache.take().expect("initialised");
         let mut held = 0;
         for id in c.list {
+            held += usize::from(self.in_use(id));
             let e = &mut self.entries[id];
             e.cached = false;
             e.visited = false;
-            held += usize::from(e.refs > 1);
             self.drop_ref(id);
         }
         held
@@ -454,7 +561,7 @@ impl<S: Source> Driver<S> {
     /// A driver over a fresh, uninitialised cache.
     pub fn new(cfg: RunConfig, src: S) -> Self {
         assert!(cfg.capacity >= 1);
-        let misuse_ok = cfg.misuse && config::config().on_misuse == OnMisuse::Warn;
+        let misuse_ok = cfg.misuse && warn_mode();
         assert!(
             misuse_ok || !cfg.misuse,
             "misuse runs need QED_L2_CACHE_ON_MISUSE=warn"
@@ -486,8 +593,10 @@ impl<S: Source> Driver<S> {
     #[cold]
     #[track_caller]
     fn fail(&self, what: fmt::Arguments<'_>) -> ! {
+        let now = self.model.cache.as_ref().map(|c| (c.policy, c.max, c.hand));
         panic!(
-            "model mismatch [{}, capacity {}, {:?}] at op #{} ({}): {what}\nlast operations: {:?}",
+            "model mismatch [{}, capacity {}, {:?}] at op #{} ({}): {what}\n\
+             model cache now (policy, max, SIEVE hand): {now:?}\nlast operations: {:?}",
             self.cfg.label,
             self.cfg.capacity,
             self.cfg.policy,
@@ -573,13 +682,14 @@ impl<S: Source> Driver<S> {
 
     // ---- library calls, each checked against the model ----
 
+    /// behaviour.md, "The calls", `qed_alloc_l2_cache_entry`: never NULL,
+    /// zeroed, `ref` 1, links NULL; `cache` is not dereferenced.
     fn alloc_entry(&mut self, cache: *mut L2TableCache, offset: u64) -> usize {
         self.report.calls += 1;
         // SAFETY: alloc only prints the cache pointer.
         let p = unsafe { qed_alloc_l2_cache_entry(cache) };
         check!(self, !p.is_null(), "alloc returned NULL");
-        let live = entry_status(p);
-        check!(self, live == EntryStatus::Live, "alloc returned a non-live entry");
+        check!(self, is_live(p), "alloc returned a non-live entry");
         // SAFETY: a live entry we own; nobody else uses it.
         let fresh = unsafe {
             (*p).table.is_null()
@@ -706,11 +816,12 @@ impl<S: Source> Driver<S> {
         // SAFETY: `cache` points to a writable L2TableCache.
         unsafe { qed_init_l2_cache(self.cache) };
         if self.model.cache.is_some() {
-            // Documented: init over a live cache drops that cache first.
+            // behaviour.md, "The calls", `qed_init_l2_cache`: on a cache
+            // never freed, its entries leave it first (held ones live on).
             self.report.detached_held += self.model.drain() as u64;
         }
-        let cfg = config::config();
-        self.model.init(cfg.max_entries, cfg.policy);
+        let (max, policy) = init_settings();
+        self.model.init(max, policy);
         self.check_all();
         self.set_max(self.cfg.capacity);
         self.set_policy(self.cfg.policy);
@@ -767,8 +878,9 @@ impl<S: Source> Driver<S> {
         }
     }
 
-    /// QEMU's L2 lookup: drop the request's previous table, find; on a miss
-    /// alloc, read (maybe failing), commit, find again.
+    /// QEMU's L2 lookup (behaviour.md, "How QEMU calls it", read path):
+    /// drop the request's previous table, find; on a miss alloc, read
+    /// (maybe failing), commit, find again, which must succeed.
     fn op_read_path(&mut self) -> Option<()> {
         self.op = "read path";
         if self.src.below(2)? == 0 {
@@ -969,6 +1081,8 @@ impl<S: Source> Driver<S> {
                 let held = self.model.cache.as_ref().expect("initialised").list.iter();
                 let held = held.filter(|&&id| self.model.entries[id].refs > 1).count();
                 if held > 0 && self.misuse_ok && k == 1 {
+                    // misuse.md, "What happens on misuse" (exceptions), and
+                    // behaviour.md, "The calls", `qed_free_l2_cache`.
                     // Misuse, but not refused: the held entries leave the
                     // cache and stay alive for their requests.
                     self.report.misuse.push(("qed_free_l2_cache", "still referenced"));
@@ -1000,6 +1114,9 @@ impl<S: Source> Driver<S> {
 
     /// Makes a call that must be refused: one report line, nothing changed
     /// in `cache` or `spare` (the model, unchanged, is checked afterwards).
+    /// misuse.md, "What happens on misuse": the line names the function and
+    /// the fault, and a refused call changes nothing (the exceptions are
+    /// modelled where they occur).
     fn refused(&mut self, function: &'static str, fault: &'static str, call: impl FnOnce(&mut Self)) {
         let before = (Self::snapshot(self.cache), Self::snapshot(self.spare));
         self.report.calls += 1;
@@ -1068,6 +1185,8 @@ impl<S: Source> Driver<S> {
                 self.refused("qed_commit_l2_cache_entry", "offset is 0", |_| unsafe {
                     qed_commit_l2_cache_entry(cache, p)
                 });
+                // misuse.md, "A refused commit still takes the caller's
+                // reference".
                 // Refused, but the reference handed to commit is taken all
                 // the same (as unref would): the entry, ref 1, is released.
                 self.model.drop_ref(id);
@@ -1173,6 +1292,8 @@ impl<S: Source> Driver<S> {
                         }
                     }
                 });
+                // misuse.md, "A refused commit still takes the caller's
+                // reference" (only of a live entry that is not cached).
                 // A commit refused because of the cache takes the reference
                 // of an uncached live entry, as unref would.
                 if gives_ref {
@@ -1239,6 +1360,8 @@ impl<S: Source> Driver<S> {
                 self.refused("qed_commit_l2_cache_entry", NI, |_| unsafe {
                     qed_commit_l2_cache_entry(c, p)
                 });
+                // misuse.md, "A refused commit still takes the caller's
+                // reference".
                 // Refused because of the cache: the caller's reference is
                 // taken as by unref, so warn mode leaks nothing.
                 self.holds.swap_remove(i);
@@ -1269,7 +1392,9 @@ impl<S: Source> Driver<S> {
 
     // ---- checks ----
 
-    /// Every check of the module doc.
+    /// Every check of the module doc. The list checks are behaviour.md,
+    /// "The list": every link as the QTAILQ macros leave it, the model's
+    /// order, `n_entries` the number of elements, removed entries unlinked.
     fn check_all(&mut self) {
         let mut held: Vec<usize> = self.holds.iter().map(|h| h.id).collect();
         held.sort_unstable();
@@ -1375,8 +1500,8 @@ impl<S: Source> Driver<S> {
                 self.check_entry(id);
             }
         }
-        // Entries released in this step must be released (the newest ones
-        // are still in the library's quarantine, so this read is safe).
+        // Entries released in this step must be released: the newest ones
+        // are still recognised as released (misuse.md, "Limits").
         let released = &self.model.released;
         for &id in &released[released.len().saturating_sub(RELEASE_CHECK_MAX)..] {
             let p = self.model.entries[id].ptr;
@@ -1385,12 +1510,7 @@ impl<S: Source> Driver<S> {
                 !self.model.entries[id].alive,
                 "model: released entry {id} alive"
             );
-            let state = entry_status(p);
-            check!(
-                self,
-                state == EntryStatus::Released,
-                "entry {id} was not released"
-            );
+            check!(self, is_released(p), "entry {id} was not released");
         }
         if !released.is_empty() {
             self.report.release_checks += 1;
@@ -1419,15 +1539,13 @@ impl<S: Source> Driver<S> {
     /// what the model expects; uncached entries are off every list.
     fn check_entry(&self, id: usize) {
         let me = &self.model.entries[id];
-        // SAFETY: the model says the entry is alive; if the library released
-        // it, the block is still in quarantine (readable) and the check fails.
-        let state = entry_status(me.ptr);
         check!(
             self,
-            state == EntryStatus::Live,
+            is_live(me.ptr),
             "entry {id} is not live: released or lost while in use ({me:?})"
         );
-        // SAFETY: live, so readable; the table is alive with it.
+        // SAFETY: live (checked above: a failed check panics), so readable;
+        // the table is alive with it.
         let (refs, offset, table, words, next, prev) = unsafe {
             let p = me.ptr;
             let t = me.table;

@@ -450,12 +450,13 @@ impl<H: Copy, O: Observer> Cache<H, O> {
                 }
             }
             Policy::Sieve => {
-                // Two laps always suffice: the first clears every visited
-                // bit it passes, the second finds each evictable entry.
-                let mut budget = 2 * u64::from(self.len) + 1;
+                // Stops once there is room, or once a whole lap of the
+                // entries left met only entries in use (nothing can be
+                // evicted): the hand is then back on the entry after the
+                // last one evicted, or where it started.
+                let mut idle = 0u32;
                 let mut hand = self.hand;
-                while self.len > target && budget > 0 {
-                    budget -= 1;
+                while self.len > target && idle < self.len {
                     if hand == NIL {
                         hand = self.head;
                     }
@@ -463,8 +464,10 @@ impl<H: Copy, O: Observer> Cache<H, O> {
                     let slot = hand;
                     hand = node.next;
                     if in_use(node.handle) {
+                        idle += 1;
                         continue;
                     }
+                    idle = 0;
                     if self.visited[slot as usize] {
                         self.visited[slot as usize] = false;
                     } else {
@@ -700,6 +703,24 @@ mod tests {
         assert_eq!(ev, vec![3, 2], "everything in use: grow instead");
         assert_eq!(c.len(), 3);
         assert_eq!(c.handles(), vec![1, 4, 5]);
+    }
+
+    #[test]
+    fn sieve_hand_stays_put_when_everything_is_in_use() {
+        // docs/behaviour.md, "Policies": a sweep that finds every entry in
+        // use evicts nothing and leaves the hand where it was, so the next
+        // eviction starts from the head here.
+        let mut c = Cache::new(2, Policy::Sieve);
+        let mut ev = vec![];
+        let held: HashSet<u32> = [1, 2, 3].into();
+        for h in 1..=3 {
+            commit(&mut c, h, &held, &mut ev);
+        }
+        assert!(ev.is_empty(), "all in use: the cache grew");
+        let none = HashSet::new();
+        commit(&mut c, 4, &none, &mut ev);
+        assert_eq!(ev, vec![1, 2], "the hand was still at the head");
+        assert_eq!(c.handles(), vec![3, 4]);
     }
 
     #[test]

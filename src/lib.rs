@@ -47,7 +47,7 @@ pub use ffi::*;
 pub mod internals {
     pub use crate::advisor::report::recommend;
     pub use crate::advisor::{advisor, miss_curve, predict_misses, set_advisor, Advised, Point};
-    pub use crate::cache::{Cache, Commit, Policy, Stats};
+    pub use crate::cache::{Cache, Commit, Observer, Policy, Stats};
     pub use crate::config::{get as config, OnMisuse};
     pub use crate::entry::HIDDEN_BYTES;
 

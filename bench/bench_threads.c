@@ -138,7 +138,7 @@ static double run(const Side *s, unsigned threads, unsigned tables, uint64_t ops
     pthread_barrierattr_setpshared(&attr, use_processes ? PTHREAD_PROCESS_SHARED : PTHREAD_PROCESS_PRIVATE);
     pthread_barrier_init(&sh->start, &attr, threads);
     pthread_barrierattr_destroy(&attr);
-    pid_t pids[MAX_THREADS];
+    pid_t pids[MAX_THREADS] = { 0 };
     for (unsigned i = 0; i < threads; i++) {
         sh->jobs[i] = (Job){ .side = s, .tables = tables, .ops = ops, .start = &sh->start };
         if (use_processes) {

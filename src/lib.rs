@@ -12,6 +12,8 @@
 //!   addresses the library records.
 //! - `sync`: the fork-safe lock and the process token it relies on.
 //! - `stderr`: one line to stderr with one `write`.
+//! - `stats_layout`: the live statistics file's layout (docs/statistics.md),
+//!   shared with the reader `qed-l2-cache-stat`.
 //! - `cache`: the safe core (order, policies, O(1) index, counters, the
 //!   observer interface); no unsafe code, no C, no environment, no stderr.
 //! - `advisor`: the size advisor, an observer of the core, and its report.
@@ -27,6 +29,12 @@
 mod memtools;
 mod sync;
 mod stderr;
+// The decoding half is the reader's (it includes the same file); the
+// library uses the offsets, its tests the decoding. It is not C API:
+// cbindgen skips it (its `cbindgen:ignore` line).
+/// cbindgen:ignore
+#[allow(dead_code)]
+mod stats_layout;
 mod cache;
 mod advisor;
 mod config;

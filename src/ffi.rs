@@ -269,14 +269,18 @@ fn pinned(e: EntryPtr) -> bool {
 }
 
 /// Takes an entry the core evicted off the C list and drops the cache's
-/// reference.
+/// reference; `table_bytes`, when the cache keeps the sum (it publishes
+/// statistics), loses the table's bytes first.
 ///
 /// # Safety
 /// `l2_cache` must be the initialised cache whose list holds `e`.
-unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
+unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr, table_bytes: Option<&mut u64>) {
     // SAFETY: per the caller's guarantee `e` is on this list, so live (the
     // cache's reference) until the drop below, which may release it.
     unsafe {
+        if let Some(sum) = table_bytes {
+            *sum = sum.saturating_sub(e.table_bytes());
+        }
         qtailq_remove(l2_cache, e.as_c());
         e.set_cached(false);
         if tracing() {
@@ -341,6 +345,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         lifecycle::setup();
         let owner = l2_cache as usize;
         if let Some(mut stale) = registry::unregister_at(owner) {
+            stale.publish_gone();
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
             // the struct's old contents. A cache inherited across a fork
@@ -370,6 +375,13 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
                 written,
             )
         });
+        if cfg.stats {
+            // SAFETY: just registered at `owner`; the caller serializes
+            // calls on the cache.
+            if let Some((_, state)) = unsafe { registry::find(owner, number) } {
+                state.publish_new(number);
+            }
+        }
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
         unsafe {
             qtailq_init(l2_cache);
@@ -431,6 +443,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
         if config::get().report {
             advisor::report::print(state.serial, &state.core);
         }
+        state.publish_gone();
         // Drained even if the cache was inherited across a fork: the caller
         // frees it, so the caller vouches that no thread is in it.
         if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
@@ -542,12 +555,14 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
     const F: &str = "qed_find_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return null_mut();
         };
         let Some(hit) = state.core.find(offset) else {
+            state.publish_miss(number);
             return null_mut();
         };
+        state.publish_hit(number);
         let e = hit.handle;
         // SAFETY: `e` is on this cache's list (the core says so), so live
         // by the cache's reference; the caller's lock serializes the call.
@@ -626,7 +641,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
     const F: &str = "qed_commit_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let (_, state) = match unsafe { state_of(F, l2_cache) } {
+        let (number, state) = match unsafe { state_of(F, l2_cache) } {
             Ok(found) => found,
             Err(_) => return drop_refused(l2_table),
         };
@@ -656,9 +671,10 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             );
             return drop_refused(l2_table);
         }
+        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
         let outcome = state.core.commit(offset, e, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
-            unsafe { evict(l2_cache, victim) }
+            unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
         });
         match outcome {
             Commit::Duplicate(cached) => {
@@ -681,11 +697,15 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                 unsafe {
                     e.set_cached(true);
                     qtailq_insert_tail(l2_cache, e.as_c());
+                    if state.publishing() {
+                        state.table_bytes = state.table_bytes.saturating_add(e.table_bytes());
+                    }
                 }
             }
         }
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
+        state.publish_all(number);
     })
 }
 
@@ -703,7 +723,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
     const F: &str = "qed_l2_cache_set_max_entries";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         if max == 0 {
@@ -713,12 +733,14 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             );
             return;
         }
+        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
         state.core.set_max_entries(max, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
-            unsafe { evict(l2_cache, victim) }
+            unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
         });
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
+        state.publish_all(number);
     })
 }
 
@@ -736,11 +758,14 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
     const F: &str = "qed_l2_cache_set_policy";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         match Policy::from_number(policy) {
-            Some(p) => state.core.set_policy(p),
+            Some(p) => {
+                state.core.set_policy(p);
+                state.publish_all(number);
+            }
             None => {
                 misuse(
                     F,
@@ -843,9 +868,10 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
     const F: &str = "qed_l2_cache_set_advisor";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         advisor::set_advisor(&mut state.core, on != 0);
+        state.publish_all(number);
     })
 }

@@ -18,6 +18,8 @@
 //!   observer interface); no unsafe code, no C, no environment, no stderr.
 //! - `advisor`: the size advisor, an observer of the core, and its report.
 //! - `config`: the environment, read once into typed values.
+//! - `publish`: the writer of the live statistics file
+//!   (`QED_L2_CACHE_STATS=1`).
 //! - `diag`: misuse reports and QEMU-format trace lines.
 //! - `abi`: the C-visible types and the QTAILQ link handling.
 //! - `ledger`: entry memory, and which pointers are the library's entries.
@@ -30,14 +32,16 @@ mod memtools;
 mod sync;
 mod stderr;
 // The decoding half is the reader's (it includes the same file); the
-// library uses the offsets, its tests the decoding. It is not C API:
-// cbindgen skips it (its `cbindgen:ignore` line).
+// library uses the offsets, its tests the decoding. Neither it nor
+// `publish` is C API: cbindgen skips both (their `cbindgen:ignore` lines).
 /// cbindgen:ignore
 #[allow(dead_code)]
 mod stats_layout;
 mod cache;
 mod advisor;
 mod config;
+/// cbindgen:ignore
+mod publish;
 mod diag;
 mod abi;
 mod ledger;

@@ -379,7 +379,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             // SAFETY: just registered at `owner`; the caller serializes
             // calls on the cache.
             if let Some((_, state)) = unsafe { registry::find(owner, number) } {
-                state.publish_new(number);
+                state.publish_new();
             }
         }
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
@@ -555,14 +555,14 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
     const F: &str = "qed_find_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return null_mut();
         };
         let Some(hit) = state.core.find(offset) else {
-            state.publish_miss(number);
+            state.publish_miss();
             return null_mut();
         };
-        state.publish_hit(number);
+        state.publish_hit();
         let e = hit.handle;
         // SAFETY: `e` is on this cache's list (the core says so), so live
         // by the cache's reference; the caller's lock serializes the call.
@@ -641,7 +641,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
     const F: &str = "qed_commit_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let (number, state) = match unsafe { state_of(F, l2_cache) } {
+        let (_, state) = match unsafe { state_of(F, l2_cache) } {
             Ok(found) => found,
             Err(_) => return drop_refused(l2_table),
         };
@@ -705,7 +705,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
         }
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
-        state.publish_all(number);
+        state.publish_all();
     })
 }
 
@@ -723,7 +723,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
     const F: &str = "qed_l2_cache_set_max_entries";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         if max == 0 {
@@ -740,7 +740,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
         });
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
-        state.publish_all(number);
+        state.publish_all();
     })
 }
 
@@ -758,13 +758,13 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
     const F: &str = "qed_l2_cache_set_policy";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         match Policy::from_number(policy) {
             Some(p) => {
                 state.core.set_policy(p);
-                state.publish_all(number);
+                state.publish_all();
             }
             None => {
                 misuse(
@@ -868,10 +868,10 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
     const F: &str = "qed_l2_cache_set_advisor";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         advisor::set_advisor(&mut state.core, on != 0);
-        state.publish_all(number);
+        state.publish_all();
     })
 }

@@ -61,6 +61,9 @@ pub struct CacheState {
     /// `malloc_usable_size` of the cached tables, summed (saturating),
     /// kept while the cache has a record.
     pub table_bytes: u64,
+    /// The cache's slot number (its record is number - 1), set by
+    /// [`register`].
+    pub number: u32,
 }
 
 impl CacheState {
@@ -73,6 +76,7 @@ impl CacheState {
             process: process_token(),
             stats: RecordRef::NONE,
             table_bytes: 0,
+            number: 0,
         }
     }
 
@@ -123,9 +127,9 @@ impl CacheState {
         self.stats.is_some()
     }
 
-    /// A new cache numbered `number`: its record, cleared and set live.
-    pub fn publish_new(&mut self, number: u32) {
-        self.stats = publish::record(number).unwrap_or(RecordRef::NONE);
+    /// A new cache: its record, cleared and set live.
+    pub fn publish_new(&mut self) {
+        self.stats = publish::record(self.number).unwrap_or(RecordRef::NONE);
         if self.stats.is_some() {
             self.stats.set_live(self.serial, &self.snapshot());
         }
@@ -134,26 +138,26 @@ impl CacheState {
     /// After a find that hit: the hit count, nothing else (one untaken
     /// branch when statistics are off).
     #[inline(always)]
-    pub fn publish_hit(&mut self, number: u32) {
+    pub fn publish_hit(&mut self) {
         if self.stats.is_some() && !self.stats.store(record::HITS, self.core.stats().hits) {
-            self.republish(number);
+            self.republish();
         }
     }
 
     /// After a find that missed: the miss count (the commit that follows
     /// a miss publishes the rest, the advisor's part included).
     #[inline]
-    pub fn publish_miss(&mut self, number: u32) {
+    pub fn publish_miss(&mut self) {
         if self.stats.is_some() && !self.stats.store(record::MISSES, self.core.stats().misses) {
-            self.republish(number);
+            self.republish();
         }
     }
 
     /// After a call that changed more than a find does (commit, eviction,
     /// a new maximum, policy or advisor): everything.
-    pub fn publish_all(&mut self, number: u32) {
+    pub fn publish_all(&mut self) {
         if self.stats.is_some() && !self.stats.store_all(&self.snapshot()) {
-            self.republish(number);
+            self.republish();
         }
     }
 
@@ -168,8 +172,8 @@ impl CacheState {
     /// gets a record in the child's own file, made at its first need.
     #[cold]
     #[inline(never)]
-    fn republish(&mut self, number: u32) {
-        self.publish_new(number);
+    fn republish(&mut self) {
+        self.publish_new();
     }
 
     /// True when the cache was made by this process, not inherited across
@@ -341,9 +345,11 @@ pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
         });
         grow_to(number);
         let slot = slot(number).expect("segment just made");
+        let mut state = make();
+        state.number = number;
         // SAFETY: the slot is free (owner 0), so no one reads its state;
         // the Release store below publishes it.
-        unsafe { *slot.state.get() = Some(make()) };
+        unsafe { *slot.state.get() = Some(state) };
         slot.owner.store(hide(owner), Ordering::Release);
         n.by_owner.insert(hide(owner), number);
         number

@@ -121,8 +121,8 @@ pub struct Snapshot {
     pub max_entries: u64,
     /// `malloc_usable_size` of the tables cached now, summed.
     pub table_bytes: u64,
-    /// The size advisor's part (all zero when it is off).
-    pub advisor: AdvisorPart,
+    /// The size advisor's part; `None` when it is off (stored as zeros).
+    pub advisor: Option<AdvisorPart>,
 }
 
 /// What the size advisor says, as a record holds it.
@@ -188,12 +188,16 @@ impl RecordRef {
         true
     }
 
-    /// Stores the advisor's part; false (nothing written) if the record is
-    /// not this process's. The pairs go before their count.
-    pub fn store_advisor(self, a: &AdvisorPart) -> bool {
-        if !self.is_mine() {
-            return false;
-        }
+    /// Stores the advisor's part (zeros when it is off). Only for a record
+    /// that [`is_mine`](Self::is_mine). The pairs go before their count.
+    #[inline]
+    fn put_advisor(self, a: Option<&AdvisorPart>) {
+        let Some(a) = a else {
+            self.word(record::ADVISOR_FINDS).store(0, Ordering::Relaxed);
+            // `recommended` and `predictions`, one word.
+            self.word(record::RECOMMENDED).store(0, Ordering::Relaxed);
+            return;
+        };
         let count = (a.count as usize).min(MAX_PREDICTIONS);
         for (k, &(size, misses)) in a.pairs[..count].iter().enumerate() {
             self.half(record::PAIRS + 16 * k).store(size, Ordering::Relaxed);
@@ -205,11 +209,11 @@ impl RecordRef {
             .store(a.recommended, Ordering::Relaxed);
         self.half(record::PREDICTIONS)
             .store(count as u32, Ordering::Relaxed);
-        true
     }
 
     /// Stores everything but the state and the serial; false (nothing
     /// written) if the record is not this process's.
+    #[inline]
     pub fn store_all(self, s: &Snapshot) -> bool {
         if !self.is_mine() {
             return false;
@@ -223,7 +227,8 @@ impl RecordRef {
             .store(s.max_entries, Ordering::Relaxed);
         self.word(record::TABLE_BYTES)
             .store(s.table_bytes, Ordering::Relaxed);
-        self.store_advisor(&s.advisor)
+        self.put_advisor(s.advisor.as_ref());
+        true
     }
 
     /// A new cache: the record cleared, filled, then set live.
@@ -877,7 +882,8 @@ pub fn at_unload(no_caches: impl FnOnce() -> bool) {
     })
 }
 
-#[cfg(test)]
+// Files, mappings, locks and forks: not under Miri.
+#[cfg(all(test, not(miri)))]
 mod tests {
     use super::*;
     use crate::stats_layout::{parse_header, parse_record, records_covered};
@@ -940,12 +946,12 @@ mod tests {
             n_entries: 7,
             max_entries: 8,
             table_bytes: 9,
-            advisor: AdvisorPart {
+            advisor: Some(AdvisorPart {
                 finds: 10,
                 recommended: 11,
                 count: 2,
                 pairs: [(4, 40), (8, 30), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0)],
-            },
+            }),
         };
         assert!(r.set_live(77, &snap));
         // Record 200 is in segment 2: the file grows over segments 1 and 2.

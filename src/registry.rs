@@ -82,6 +82,7 @@ impl CacheState {
 
     /// The cache's counters and settings as a record holds them, the size
     /// advisor's part included (computed here, never on a hit).
+    #[inline]
     pub fn snapshot(&self) -> Snapshot {
         let c = &self.core;
         let s = c.stats();
@@ -102,11 +103,16 @@ impl CacheState {
         }
     }
 
-    /// The size advisor's part of the record: zero when it is off.
-    fn advisor_part(&self) -> AdvisorPart {
-        let Some(a) = advisor::advisor(&self.core) else {
-            return AdvisorPart::default();
-        };
+    /// The size advisor's part of the record, when it is on.
+    #[inline]
+    fn advisor_part(&self) -> Option<AdvisorPart> {
+        let a = advisor::advisor(&self.core)?;
+        Some(self.advisor_curve(a))
+    }
+
+    /// What the advisor `a` of this cache predicts, as a record holds it.
+    #[cold]
+    fn advisor_curve(&self, a: &advisor::Advisor) -> AdvisorPart {
         let curve = advisor::miss_curve(&self.core);
         let mut part = AdvisorPart {
             finds: a.finds(),

@@ -1,50 +1,95 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * N x (find + unref) on one cache holding 50 tables, uniform over them:
- * for counting instructions with cachegrind (BENCHMARKS.md, "Static
- * probes"). Run it at two N and difference the `I refs`: what is left is
- * the cost of N finds + unrefs (and this loop's few instructions).
+ * The find (hit) + unref loop alone, for instruction counts under
+ * cachegrind (BENCHMARKS.md): `hit-loop lib|base ITERATIONS [TABLES [miss]]`
+ * fills a cache with TABLES tables (default 50), then runs ITERATIONS
+ * uniform hits, each a find and an unref, as bench.c's hit loop does.
+ * With `miss`, each iteration is instead bench.c's miss cycle (find that
+ * misses, alloc, commit that evicts, find, unref) over 4 x TABLES tables
+ * in order.
+ * Two runs with different ITERATIONS give the instructions of one find +
+ * unref as the difference of their totals over the difference of their
+ * iterations (setup and teardown cancel):
  *
- *   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
- *       build-bench/bench/hit-loop 100000
+ *   valgrind --tool=cachegrind --cache-sim=no build-bench/bench/hit-loop lib 1000000
+ *   valgrind --tool=cachegrind --cache-sim=no build-bench/bench/hit-loop lib 2000000
+ *
+ * With QED_L2_CACHE_STATS=1 the library publishes its statistics file
+ * (docs/statistics.md) meanwhile.
  */
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "qed_l2_cache.h"
+#include "baseline.h"
+#include "bench_util.h"
 
-#define TABLES 50
+static uint64_t table_off(uint64_t i)
+{
+    return 0x100000ull + i * 0x40000ull;
+}
+
+#define LOOP(FIND, UNREF)                                                                           \
+    for (uint64_t i = 0; i < iters; i++) {                                                          \
+        UNREF(FIND(&c, table_off(pick(&k, n))));                                                    \
+    }
+
+#define MISSES(FIND, ALLOC, COMMIT, UNREF)                                                          \
+    for (uint64_t i = 0; i < iters; i++) {                                                          \
+        uint64_t off = table_off(n + i % (4 * (uint64_t)n));                                        \
+        CachedL2Table *e = FIND(&c, off);                                                           \
+        if (!e) {                                                                                   \
+            e = ALLOC(&c);                                                                          \
+            e->offset = off;                                                                        \
+            COMMIT(&c, e);                                                                          \
+            e = FIND(&c, off);                                                                      \
+        }                                                                                           \
+        UNREF(e);                                                                                   \
+    }
+
+#define FILL(ALLOC, COMMIT)                                                                         \
+    for (unsigned i = 0; i < n; i++) {                                                              \
+        CachedL2Table *e = ALLOC(&c);                                                               \
+        e->offset = table_off(i);                                                                   \
+        COMMIT(&c, e);                                                                              \
+    }
 
 int main(int argc, char **argv)
 {
-    unsigned long n = argc > 1 ? strtoul(argv[1], NULL, 10) : 100000;
-    L2TableCache cache = {0};
-    uint64_t offsets[TABLES];
-    qed_init_l2_cache(&cache);
-    for (unsigned i = 0; i < TABLES; i++) {
-        CachedL2Table *e = qed_alloc_l2_cache_entry(&cache);
-        offsets[i] = (uint64_t)(i + 1) * 0x10000;
-        e->offset = offsets[i];
-        qed_commit_l2_cache_entry(&cache, e);
+    if (argc < 3 || (strcmp(argv[1], "lib") != 0 && strcmp(argv[1], "base") != 0)) {
+        fprintf(stderr, "usage: %s lib|base ITERATIONS [TABLES]\n", argv[0]);
+        return 2;
     }
-    uint64_t x = 0x2545F4914F6CDD1Dull, sum = 0;
-    for (unsigned long i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        CachedL2Table *e = qed_find_l2_cache_entry(&cache, offsets[x % TABLES]);
-        if (!e) {
-            fprintf(stderr, "hit-loop: a find missed\n");
-            return 1;
+    int lib = strcmp(argv[1], "lib") == 0;
+    uint64_t iters = strtoull(argv[2], NULL, 10);
+    unsigned n = argc > 3 ? (unsigned)strtoul(argv[3], NULL, 10) : 50;
+    int miss = argc > 4 && strcmp(argv[4], "miss") == 0;
+    uint64_t k = 0x2545F4914F6CDD1Dull;
+    L2TableCache c;
+    memset(&c, 0, sizeof(c));
+    if (lib) {
+        qed_init_l2_cache(&c);
+        qed_l2_cache_set_max_entries(&c, n);
+        FILL(qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry);
+        if (miss) {
+            MISSES(qed_find_l2_cache_entry, qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry,
+                   qed_unref_l2_cache_entry);
+        } else {
+            LOOP(qed_find_l2_cache_entry, qed_unref_l2_cache_entry);
         }
-        sum += (uintptr_t)e;
-        qed_unref_l2_cache_entry(e);
+        qed_free_l2_cache(&c);
+    } else {
+        base_max_entries = n;
+        base_init_l2_cache(&c);
+        FILL(base_alloc_l2_cache_entry, base_commit_l2_cache_entry);
+        if (miss) {
+            MISSES(base_find_l2_cache_entry, base_alloc_l2_cache_entry, base_commit_l2_cache_entry,
+                   base_unref_l2_cache_entry);
+        } else {
+            LOOP(base_find_l2_cache_entry, base_unref_l2_cache_entry);
+        }
+        base_free_l2_cache(&c);
     }
-    QedL2CacheStats st;
-    qed_l2_cache_get_stats(&cache, &st);
-    qed_free_l2_cache(&cache);
-    printf("%lu finds, %llu hits (checksum %llx)\n", n, (unsigned long long)st.hits,
-           (unsigned long long)sum);
-    return st.hits == n ? 0 : 1;
+    printf("%s: %llu %s at %u tables\n", argv[1], (unsigned long long)iters, miss ? "miss cycles" : "hits", n);
+    return 0;
 }

@@ -9,7 +9,7 @@
 use crate::cache::Policy;
 use std::ffi::{CStr, CString, OsString};
 use std::fmt::Display;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -46,6 +46,13 @@ pub struct Config {
     /// `QED_L2_CACHE_REPORT`: the size advisor on for every cache, and a
     /// report on stderr when each is freed (docs/advisor.md).
     pub report: bool,
+    /// `QED_L2_CACHE_STATS`: every cache's counters published in a file
+    /// another process can read (docs/statistics.md).
+    pub stats: bool,
+    /// `XDG_RUNTIME_DIR`, when set to an absolute path (the XDG spec says
+    /// to ignore a relative one): where the statistics file goes; without
+    /// it, `/tmp/qed-l2-cache-UID`. Read only for `stats`.
+    pub runtime_dir: Option<OsString>,
 }
 
 /// The defaults, each stated here once: the messages about a bad value
@@ -59,6 +66,8 @@ impl Default for Config {
             on_misuse: OnMisuse::Abort,
             trace: false,
             report: false,
+            stats: false,
+            runtime_dir: None,
         }
     }
 }
@@ -137,6 +146,14 @@ impl Config {
                 d.report,
                 switch,
             ),
+            stats: read.setting(
+                "QED_L2_CACHE_STATS",
+                "1 (on) or 0 (off)",
+                switch_name(d.stats),
+                d.stats,
+                switch,
+            ),
+            runtime_dir: var("XDG_RUNTIME_DIR").filter(|d| d.as_bytes().first() == Some(&b'/')),
         }
     }
 }
@@ -257,9 +274,13 @@ mod tests {
             ("QED_L2_CACHE_ON_MISUSE", "warn"),
             ("QED_L2_CACHE_TRACE", "1"),
             ("QED_L2_CACHE_REPORT", "1"),
+            ("QED_L2_CACHE_STATS", "1"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
         ]);
         assert!(lines.is_empty(), "{lines:?}");
         assert!(config.report);
+        assert!(config.stats);
+        assert_eq!(config.runtime_dir, Some(OsString::from("/run/user/1000")));
         assert_eq!(config.max_entries, 1024);
         assert_eq!(config.policy, Policy::Sieve);
         assert_eq!(config.on_misuse, OnMisuse::Warn);
@@ -274,10 +295,16 @@ mod tests {
             ("QED_L2_CACHE_ON_MISUSE", "ignore"),
             ("QED_L2_CACHE_TRACE", "yes"),
             ("QED_L2_CACHE_REPORT", "on"),
+            ("QED_L2_CACHE_STATS", "yes"),
         ]);
         assert_eq!(config, Config::default());
-        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert_eq!(lines.len(), 6, "{lines:?}");
         assert!(lines[4].contains("QED_L2_CACHE_REPORT=\"on\""), "{}", lines[4]);
+        assert!(
+            lines[5].contains("QED_L2_CACHE_STATS=\"yes\": expected 1 (on) or 0 (off) (default off)"),
+            "{}",
+            lines[5]
+        );
         assert!(lines[0].contains("QED_L2_CACHE_SIZE=\"0\""), "{}", lines[0]);
         assert!(
             lines[1].contains("QED_L2_CACHE_POLICY=\"random\""),
@@ -309,5 +336,20 @@ mod tests {
         let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "007")]);
         assert!(lines.is_empty());
         assert_eq!(config.max_entries, 7);
+    }
+
+    #[test]
+    fn stats_switch_and_runtime_dir() {
+        for (value, on) in [("1", true), ("0", false), ("", false)] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_STATS", value)]);
+            assert!(lines.is_empty(), "{value:?}: {lines:?}");
+            assert_eq!(config.stats, on, "{value:?}");
+        }
+        // A relative or empty XDG_RUNTIME_DIR is ignored (the XDG spec),
+        // silently: the statistics file then goes under /tmp.
+        for dir in ["", "run/user/1000", "./x"] {
+            let (config, lines) = parse(&[("XDG_RUNTIME_DIR", dir)]);
+            assert!(lines.is_empty() && config.runtime_dir.is_none(), "{dir:?}");
+        }
     }
 }

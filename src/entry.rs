@@ -177,6 +177,17 @@ impl EntryPtr {
         unsafe { (*self.as_c()).offset }
     }
 
+    /// The heap bytes of the entry's table as the allocator counts them
+    /// (`malloc_usable_size`; 0 for a NULL table), for the statistics.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    pub unsafe fn table_bytes(self) -> u64 {
+        // SAFETY: live, per the caller; `table` is NULL or a block of the
+        // allocator that `free()` releases (the API's contract).
+        unsafe { libc::malloc_usable_size((*self.as_c()).table.cast()) as u64 }
+    }
+
     /// # Safety
     /// As for [`EntryPtr::refs`].
     #[inline(always)]

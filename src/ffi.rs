@@ -271,14 +271,18 @@ fn pinned(e: EntryPtr) -> bool {
 }
 
 /// Takes an entry the core evicted off the C list and drops the cache's
-/// reference.
+/// reference; `table_bytes`, when the cache keeps the sum (it publishes
+/// statistics), loses the table's bytes first.
 ///
 /// # Safety
 /// `l2_cache` must be the initialised cache whose list holds `e`.
-unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
+unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr, table_bytes: Option<&mut u64>) {
     // SAFETY: per the caller's guarantee `e` is on this list, so live (the
     // cache's reference) until the drop below, which may release it.
     unsafe {
+        if let Some(sum) = table_bytes {
+            *sum = sum.saturating_sub(e.table_bytes());
+        }
         qtailq_remove(l2_cache, e.as_c());
         e.set_cached(false);
         qed_l2_cache::evict(l2_cache.cast(), e.as_c().cast(), e.offset());
@@ -344,6 +348,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         lifecycle::setup();
         let owner = l2_cache as usize;
         if let Some(mut stale) = registry::unregister_at(owner) {
+            stale.publish_gone();
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
             // the struct's old contents. A cache inherited across a fork
@@ -373,6 +378,13 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
                 written,
             )
         });
+        if cfg.stats {
+            // SAFETY: just registered at `owner`; the caller serializes
+            // calls on the cache.
+            if let Some((_, state)) = unsafe { registry::find(owner, number) } {
+                state.publish_new();
+            }
+        }
         // SAFETY: non-null, aligned and writable per the caller's guarantee.
         unsafe {
             qtailq_init(l2_cache);
@@ -434,6 +446,7 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
         if config::get().report {
             advisor::report::print(state.serial, &state.core);
         }
+        state.publish_gone();
         // Drained even if the cache was inherited across a fork: the caller
         // frees it, so the caller vouches that no thread is in it.
         if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
@@ -551,8 +564,10 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
         };
         let Some(hit) = state.core.find(offset) else {
             qed_l2_cache::miss(l2_cache.cast(), offset);
+            state.publish_miss();
             return null_mut();
         };
+        state.publish_hit();
         let e = hit.handle;
         // SAFETY: `e` is on this cache's list (the core says so), so live
         // by the cache's reference; the caller's lock serializes the call.
@@ -663,9 +678,10 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             );
             return drop_refused(l2_table);
         }
+        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
         let outcome = state.core.commit(offset, e, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
-            unsafe { evict(l2_cache, victim) }
+            unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
         });
         match outcome {
             Commit::Duplicate(cached) => {
@@ -693,12 +709,16 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                 unsafe {
                     e.set_cached(true);
                     qtailq_insert_tail(l2_cache, e.as_c());
+                    if state.publishing() {
+                        state.table_bytes = state.table_bytes.saturating_add(e.table_bytes());
+                    }
                 }
                 qed_l2_cache::commit(l2_cache.cast(), e.as_c().cast(), offset);
             }
         }
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
+        state.publish_all();
     })
 }
 
@@ -726,12 +746,14 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             );
             return;
         }
+        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
         state.core.set_max_entries(max, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
-            unsafe { evict(l2_cache, victim) }
+            unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
         });
         // SAFETY: valid and writable per the contract.
         unsafe { sync_count(l2_cache, state) };
+        state.publish_all();
     })
 }
 
@@ -753,7 +775,10 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
             return;
         };
         match Policy::from_number(policy) {
-            Some(p) => state.core.set_policy(p),
+            Some(p) => {
+                state.core.set_policy(p);
+                state.publish_all();
+            }
             None => {
                 misuse(
                     F,
@@ -860,5 +885,6 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
             return;
         };
         advisor::set_advisor(&mut state.core, on != 0);
+        state.publish_all();
     })
 }

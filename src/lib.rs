@@ -14,10 +14,14 @@
 //! - `stderr`: one line to stderr with one `write`.
 //! - `probes`: USDT static probes (SystemTap SDT notes) for gdb, systemtap,
 //!   bpftrace and perf: QEMU's `qed_*` trace events and the library's own.
+//! - `stats_layout`: the live statistics file's layout (docs/statistics.md),
+//!   shared with the reader `qed-l2-cache-stat`.
 //! - `cache`: the safe core (order, policies, O(1) index, counters, the
 //!   observer interface); no unsafe code, no C, no environment, no stderr.
 //! - `advisor`: the size advisor, an observer of the core, and its report.
 //! - `config`: the environment, read once into typed values.
+//! - `publish`: the writer of the live statistics file
+//!   (`QED_L2_CACHE_STATS=1`).
 //! - `diag`: misuse reports and QEMU-format trace lines.
 //! - `abi`: the C-visible types and the QTAILQ link handling.
 //! - `ledger`: entry memory, and which pointers are the library's entries.
@@ -30,9 +34,17 @@ mod memtools;
 mod sync;
 mod stderr;
 mod probes;
+// The decoding half is the reader's (it includes the same file); the
+// library uses the offsets, its tests the decoding. Neither it nor
+// `publish` is C API: cbindgen skips both (their `cbindgen:ignore` lines).
+/// cbindgen:ignore
+#[allow(dead_code)]
+mod stats_layout;
 mod cache;
 mod advisor;
 mod config;
+/// cbindgen:ignore
+mod publish;
 mod diag;
 mod abi;
 mod ledger;

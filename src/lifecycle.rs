@@ -12,13 +12,15 @@
 //!   is a handler registered, to clear it.
 //! - Unload (`dlclose`) and exit: the destructor ([`at_unload`]) deletes
 //!   the thread key (no thread exit may call into a library that is gone),
-//!   then, when no cache is initialised and no other thread holds a
-//!   ledger, gives back everything the library holds, so load/unload
-//!   cycles leak nothing. glibc ties handlers registered from a shared
+//!   removes the process's statistics file (`QED_L2_CACHE_STATS=1`: its
+//!   own, never a fork parent's), then, when no cache is initialised and
+//!   no other thread holds a ledger, gives back everything the library
+//!   holds (the statistics file's mappings when no cache is left), so
+//!   load/unload cycles leak nothing. glibc ties handlers registered from a shared
 //!   object to it and drops them at `dlclose`, so a fork after unload
 //!   never jumps into unmapped code.
 
-use crate::{ledger, registry, sync};
+use crate::{ledger, publish, registry, sync};
 
 /// `pthread_once` state: glibc's restarts the initialisation in a fork
 /// child if the fork interrupted it in another thread, so no state can be
@@ -75,6 +77,9 @@ static AT_LOAD: extern "C" fn() = at_load;
 extern "C" fn at_unload() {
     // Always: no thread exit may call into the library once it is gone.
     ledger::delete_thread_key();
+    // Always: the statistics file goes (its owner's only, never a fork
+    // parent's); its mappings only when no cache is left.
+    publish::at_unload(registry::is_empty);
     // Everything else only when nothing can use it any more: no cache,
     // and no ledger held by another thread (a process exiting while
     // threads still run keeps it all).

@@ -17,9 +17,11 @@
 //! atomic owner word, never freed memory. There is no limit on the number
 //! of caches beyond memory (up to 2^32 - 1 at once).
 
-use crate::advisor::Advised;
+use crate::advisor::{self, report::recommend, Advised};
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
+use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
+use crate::stats_layout::{record, MAX_PREDICTIONS};
 use crate::sync::{process_token, Locked};
 use std::cell::UnsafeCell;
 use std::collections::HashMap;
@@ -52,6 +54,16 @@ pub struct CacheState {
     /// the cache: in a fork child a cache of its parent's may have been
     /// mid-update in a thread the child does not have.
     pub process: u64,
+    /// The cache's record in the statistics file (docs/statistics.md),
+    /// with the token of the process whose file it is: none unless
+    /// `QED_L2_CACHE_STATS=1`.
+    pub stats: RecordRef,
+    /// `malloc_usable_size` of the cached tables, summed (saturating),
+    /// kept while the cache has a record.
+    pub table_bytes: u64,
+    /// The cache's slot number (its record is number - 1), set by
+    /// [`register`].
+    pub number: u32,
 }
 
 impl CacheState {
@@ -62,7 +74,112 @@ impl CacheState {
             written,
             serial: SERIAL.fetch_add(1, Ordering::Relaxed) + 1,
             process: process_token(),
+            stats: RecordRef::NONE,
+            table_bytes: 0,
+            number: 0,
         }
+    }
+
+    /// The cache's counters and settings as a record holds them, the size
+    /// advisor's part included (computed here, never on a hit).
+    #[inline]
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.core;
+        let s = c.stats();
+        Snapshot {
+            policy: c.policy() as u32,
+            counters: [
+                s.hits,
+                s.misses,
+                s.commits,
+                s.duplicate_commits,
+                s.evictions,
+                s.peak_entries,
+            ],
+            n_entries: u64::from(c.len()),
+            max_entries: u64::from(c.max_entries()),
+            table_bytes: self.table_bytes,
+            advisor: self.advisor_part(),
+        }
+    }
+
+    /// The size advisor's part of the record, when it is on.
+    #[inline]
+    fn advisor_part(&self) -> Option<AdvisorPart> {
+        let a = advisor::advisor(&self.core)?;
+        Some(self.advisor_curve(a))
+    }
+
+    /// What the advisor `a` of this cache predicts, as a record holds it.
+    #[cold]
+    fn advisor_curve(&self, a: &advisor::Advisor) -> AdvisorPart {
+        let curve = advisor::miss_curve(&self.core);
+        let mut part = AdvisorPart {
+            finds: a.finds(),
+            recommended: recommend(&curve, a.finds()).unwrap_or(0),
+            ..AdvisorPart::default()
+        };
+        for (pair, p) in part.pairs.iter_mut().zip(&curve) {
+            *pair = (p.size, p.misses);
+        }
+        part.count = curve.len().min(MAX_PREDICTIONS) as u32;
+        part
+    }
+
+    /// True when the cache has a record to publish into (then the table
+    /// memory is kept too).
+    #[inline(always)]
+    pub fn publishing(&self) -> bool {
+        self.stats.is_some()
+    }
+
+    /// A new cache: its record, cleared and set live.
+    pub fn publish_new(&mut self) {
+        self.stats = publish::record(self.number).unwrap_or(RecordRef::NONE);
+        if self.stats.is_some() {
+            self.stats.set_live(self.serial, &self.snapshot());
+        }
+    }
+
+    /// After a find that hit: the hit count, nothing else (one untaken
+    /// branch when statistics are off).
+    #[inline(always)]
+    pub fn publish_hit(&mut self) {
+        if self.stats.is_some() && !self.stats.store(record::HITS, self.core.stats().hits) {
+            self.republish();
+        }
+    }
+
+    /// After a find that missed: the miss count (the commit that follows
+    /// a miss publishes the rest, the advisor's part included).
+    #[inline]
+    pub fn publish_miss(&mut self) {
+        if self.stats.is_some() && !self.stats.store(record::MISSES, self.core.stats().misses) {
+            self.republish();
+        }
+    }
+
+    /// After a call that changed more than a find does (commit, eviction,
+    /// a new maximum, policy or advisor): everything.
+    pub fn publish_all(&mut self) {
+        if self.stats.is_some() && !self.stats.store_all(&self.snapshot()) {
+            self.republish();
+        }
+    }
+
+    /// At free (or init over the cache): the record is free. A record in a
+    /// parent's file is left alone.
+    pub fn publish_gone(&self) {
+        self.stats.set_free();
+    }
+
+    /// The record is in another process's file: this is a fork child (the
+    /// token is new in every child), which never writes there. The cache
+    /// gets a record in the child's own file, made at its first need.
+    #[cold]
+    #[inline(never)]
+    fn republish(&mut self) {
+        self.publish_new();
     }
 
     /// True when the cache was made by this process, not inherited across
@@ -234,9 +351,11 @@ pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
         });
         grow_to(number);
         let slot = slot(number).expect("segment just made");
+        let mut state = make();
+        state.number = number;
         // SAFETY: the slot is free (owner 0), so no one reads its state;
         // the Release store below publishes it.
-        unsafe { *slot.state.get() = Some(make()) };
+        unsafe { *slot.state.get() = Some(state) };
         slot.owner.store(hide(owner), Ordering::Release);
         n.by_owner.insert(hide(owner), number);
         number

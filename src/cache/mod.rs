@@ -205,7 +205,7 @@ struct Node<H> {
 }
 
 /// The cache core. Lookups cost O(1) whatever the number of entries.
-/// `O` watches it (see [`Observer`]).
+/// `O` watches it (see `Observer`).
 #[derive(Debug, Clone)]
 pub struct Cache<H: Copy, O: Observer = ()> {
     nodes: Vec<Node<H>>,

@@ -29,8 +29,9 @@ def main() -> int:
     p.add_argument("--release", action="store_true")
     p.add_argument("--target", default="",
                    help="Rust target triple of a cross build (empty: the host)")
-    p.add_argument("--debuginfo", choices=["profile", "full"], default="profile",
-                   help="full: DWARF with types (what abidw needs), whatever the profile says")
+    p.add_argument("--debuginfo", choices=["full", "profile"], default="full",
+                   help="full: DWARF with types (what abidw needs), whatever the profile says; "
+                   "profile: what the profile says (release: line tables only)")
     p.add_argument("--output", required=True, help="where to copy libqed_l2_cache.a")
     args = p.parse_args()
 

@@ -33,13 +33,13 @@ import time
 
 SKIP = 77
 SNIPPET = os.path.join("abstractions", "libvirt-qemu.d", "qed-l2-cache")
-# What the library creates, reads, writes and locks (docs/libvirt.md):
+# What the library creates, reads, writes, locks and links (docs/libvirt.md):
 # (path, permissions), every one owner-only.
 APPARMOR_RULES = [
     ("/tmp/qed-l2-cache-[0-9]*/", "rw"),
-    ("/tmp/qed-l2-cache-[0-9]*/*", "rwk"),
+    ("/tmp/qed-l2-cache-[0-9]*/*", "rwkl"),
     ("@{run}/user/[0-9]*/qed-l2-cache/", "rw"),
-    ("@{run}/user/[0-9]*/qed-l2-cache/*", "rwk"),
+    ("@{run}/user/[0-9]*/qed-l2-cache/*", "rwkl"),
 ]
 
 
@@ -154,7 +154,7 @@ def check_apparmor(a):
         # directory, searched after -I.
         os.makedirs(os.path.dirname(os.path.join(broken, SNIPPET)))
         with open(os.path.join(broken, SNIPPET), "w") as f:
-            f.write(re.sub(r"rwk,\s*$", "rwk", text))
+            f.write(re.sub(r"rwkl,\s*$", "rwkl", text))
         res = run([parser, "-Q", "-K", "-I", broken, profile])
         check(res.returncode != 0, "a copy with a rule's comma missing fails to compile "
               "(the parser read the file)")

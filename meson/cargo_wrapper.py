@@ -1,18 +1,27 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Builds the Rust static library with cargo for meson (librsvg's approach).
+"""Builds the Rust code with cargo for meson (librsvg's approach).
 
-Cargo builds only the staticlib (`cargo rustc --crate-type staticlib`);
-meson links it into the shared library itself (meson.build: link_whole, the
-version script, version and soversion), so no soname or ELF handling lives
-here. Cargo decides what is stale; meson runs this on every build. The
-target directory lives inside the meson build directory by default so
-several build directories (release, debug, sanitizers, cross) never share
-cargo's lock.
+Two uses, one meson custom target each:
 
-Output: --output, a copy of cargo's libqed_l2_cache.a (a copy, not a link:
-cargo rewrites its artifacts in place, and meson's outputs must be files of
-the build directory).
+  the library   `cargo rustc --lib --crate-type staticlib`: cargo builds only
+                the staticlib; meson links it into the shared library itself
+                (meson.build: link_whole, the version script, version and
+                soversion), so no soname or ELF handling lives here.
+  --bin NAME    `cargo build --bin NAME`: a program of the package
+                (qed-l2-cache-stat), copied out for meson to install.
+
+Cargo decides what is stale; meson runs this on every build. The target
+directory lives inside the meson build directory by default so several
+build directories (release, debug, sanitizers, cross) never share cargo's
+lock. Building a program makes cargo build the package's library too (with
+every crate type of Cargo.toml), which rewrites the libqed_l2_cache.a the
+library's run copies: meson.build orders the program's target after the
+library's (`depends:`), so the two never overlap.
+
+Output: --output, a copy of cargo's libqed_l2_cache.a, or of the program
+(a copy, not a link: cargo rewrites its artifacts in place, and meson's
+outputs must be files of the build directory).
 """
 import argparse
 import os
@@ -32,14 +41,20 @@ def main() -> int:
     p.add_argument("--debuginfo", choices=["full", "profile"], default="full",
                    help="full: DWARF with types (what abidw needs), whatever the profile says; "
                    "profile: what the profile says (release: line tables only)")
-    p.add_argument("--output", required=True, help="where to copy libqed_l2_cache.a")
+    p.add_argument("--bin", default="",
+                   help="build this program of the package instead of the staticlib")
+    p.add_argument("--output", required=True,
+                   help="where to copy libqed_l2_cache.a (or the program)")
     args = p.parse_args()
 
     profile = "release" if args.release else "dev"
-    cmd = [args.cargo, "rustc", "--locked", "--lib", "--crate-type", "staticlib",
-           "--manifest-path", args.manifest_path,
-           "--target-dir", args.target_dir,
-           "--profile", profile]
+    if args.bin:
+        cmd = [args.cargo, "build", "--locked", "--bin", args.bin]
+    else:
+        cmd = [args.cargo, "rustc", "--locked", "--lib", "--crate-type", "staticlib"]
+    cmd += ["--manifest-path", args.manifest_path,
+            "--target-dir", args.target_dir,
+            "--profile", profile]
     # tools/test-all's ThreadSanitizer build sets CARGO_BUILD_TARGET
     # (nightly, -Zbuild-std); cargo then puts its artifacts under the triple.
     target = args.target or os.environ.get("CARGO_BUILD_TARGET", "")
@@ -53,7 +68,7 @@ def main() -> int:
         return res.returncode
 
     src = os.path.join(args.target_dir, target, "release" if args.release else "debug",
-                       "libqed_l2_cache.a")
+                       args.bin or "libqed_l2_cache.a")
     tmp = args.output + ".tmp"
     shutil.copy2(src, tmp)
     os.replace(tmp, args.output)

@@ -157,7 +157,10 @@ impl std::fmt::Display for Invalid {
             Invalid::Version(v) => write!(f, "layout version {v}, this reader knows {VERSION}"),
             Invalid::ByteOrder => f.write_str("written with another byte order"),
             Invalid::Sizes { header, record } => {
-                write!(f, "header of {header} bytes and records of {record}: not this version's")
+                write!(
+                    f,
+                    "header of {header} bytes and records of {record}: not this version's"
+                )
             }
             Invalid::Record { index, what } => write!(f, "record {index}: {what}"),
         }
@@ -203,7 +206,10 @@ pub fn parse_header(b: &[u8]) -> Result<Header, Invalid> {
     }
     let (hb, rb) = (u32_at(b, header::HEADER_BYTES), u32_at(b, header::RECORD_BYTES));
     if hb as usize != HEADER_BYTES || rb as usize != RECORD_BYTES {
-        return Err(Invalid::Sizes { header: hb, record: rb });
+        return Err(Invalid::Sizes {
+            header: hb,
+            record: rb,
+        });
     }
     Ok(Header {
         pid: u32_at(b, header::PID),
@@ -338,7 +344,10 @@ mod tests {
     fn a_good_header_parses_and_each_fault_is_named() {
         let good = header_bytes();
         assert_eq!(parse_header(&good).unwrap().pid, 42);
-        assert!(matches!(parse_header(&good[..10]), Err(Invalid::Truncated { .. })));
+        assert!(matches!(
+            parse_header(&good[..10]),
+            Err(Invalid::Truncated { .. })
+        ));
         let mut b = good.clone();
         b[0] = b'X';
         assert_eq!(parse_header(&b), Err(Invalid::Magic));

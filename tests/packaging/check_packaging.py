@@ -5,7 +5,8 @@
   install      `meson install --destdir` of the build under test into a
                scratch directory; checks the installed files (real file,
                soname and link-name symlinks, DT_SONAME, header, .pc, the
-               tmpfiles.d and AppArmor files); then
+               qed-l2-cache-stat program and its man page, the tmpfiles.d
+               and AppArmor files); then
                builds tests/consumer against it through pkg-config (shared,
                and static against the .a with Libs.private) and runs it.
   subproject   a scratch project holding tests/consumer with
@@ -132,6 +133,15 @@ def mode_install(a, meson, work: str) -> None:
     check(os.path.isfile(header) and filecmp.cmp(
         header, os.path.join(a.source_root, "include", "qed_l2_cache.h"), shallow=False),
         "include/qed_l2_cache.h installed under includedir")
+    # The reader program and its man page (docs/stat-tool.md).
+    stat = os.path.join(installed("bindir"), "qed-l2-cache-stat")
+    check(os.path.isfile(stat) and os.access(stat, os.X_OK),
+          "qed-l2-cache-stat installed under bindir, executable")
+    version_line = run([stat, "--version"]).stdout.strip()
+    check(version_line.startswith(f"qed-l2-cache-stat {a.version} "),
+          f"the installed qed-l2-cache-stat --version says {a.version}")
+    check(os.path.isfile(os.path.join(installed("mandir"), "man1", "qed-l2-cache-stat.1")),
+          "qed-l2-cache-stat.1 installed under mandir/man1")
     # The system files for where QEMU runs (docs/libvirt.md).
     for rel, where in ((os.path.join("data", "tmpfiles.d", "qed-l2-cache.conf"),
                         os.path.join(destdir, prefix.lstrip("/"), "lib", "tmpfiles.d")),

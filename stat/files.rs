@@ -147,19 +147,19 @@ fn kind(ft: fs::FileType) -> &'static str {
 /// Whether a process holds a lock on the file: the writer holds a write
 /// lock on the whole file (fcntl F_SETLK) for as long as it lives, and the
 /// kernel drops it when the process ends, however it ends. Asked with
-/// F_GETLK, which takes nothing (the reader never locks: a lock of its own
-/// would not conflict with itself and would hide nothing, but it could
-/// block the writer).
+/// F_GETLK, which takes no lock: the reader never locks (a lock of its
+/// own could block the writer).
 pub fn writer_alive(file: &File) -> io::Result<bool> {
     // SAFETY: `flock` is a C struct of integers, for which all-zero bytes
     // are a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // From 0 to the end of the file, however long it gets.
     fl.l_start = 0;
-    fl.l_len = 0; // to the end of the file, however long it gets
-                  // SAFETY: the descriptor is open for the whole call (`file` is
-                  // borrowed), and `fl` is a valid `flock` the kernel may write.
+    fl.l_len = 0;
+    // SAFETY: the descriptor is open for the whole call (`file` is
+    // borrowed), and `fl` is a valid `flock` the kernel may write.
     let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
     if r == -1 {
         return Err(io::Error::last_os_error());
@@ -202,9 +202,11 @@ pub fn read_path(path: &Path) -> Outcome {
     }
     // Only a file whose header is valid is ever taken for stale: a file
     // just created (the writer locks it before it writes the header) or
-    // one that is not a statistics file is never removed.
+    // one that is not a statistics file is never removed. And only if the
+    // lock is still free after the header was read.
     let untested = match alive {
         Ok(true) => String::new(),
+        Ok(false) if matches!(writer_alive(&file), Ok(true)) => String::new(),
         Ok(false) => return Outcome::Stale(remove_stale(path, &m)),
         // A file system without locks: nothing says it is stale.
         Err(e) => format!(" (its lock cannot be tested: {e})"),

@@ -41,6 +41,9 @@ def main() -> int:
     p.add_argument("--debuginfo", choices=["full", "profile"], default="full",
                    help="full: DWARF with types (what abidw needs), whatever the profile says; "
                    "profile: what the profile says (release: line tables only)")
+    p.add_argument("--linker", default="",
+                   help="with --target: the C compiler that links for it "
+                   "(CARGO_TARGET_<TRIPLE>_LINKER, unless the environment sets it)")
     p.add_argument("--bin", default="",
                    help="build this program of the package instead of the staticlib")
     p.add_argument("--output", required=True,
@@ -61,6 +64,8 @@ def main() -> int:
     if args.target:
         cmd += ["--target", args.target]
     env = dict(os.environ)
+    if args.target and args.linker:
+        env.setdefault(f"CARGO_TARGET_{args.target.upper().replace('-', '_')}_LINKER", args.linker)
     if args.debuginfo == "full":
         env[f"CARGO_PROFILE_{profile.upper()}_DEBUG"] = "2"
     res = subprocess.run(cmd, env=env)

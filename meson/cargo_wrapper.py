@@ -17,7 +17,9 @@ build directories (release, debug, sanitizers, cross) never share cargo's
 lock. Building a program makes cargo build the package's library too (with
 every crate type of Cargo.toml), which rewrites the libqed_l2_cache.a the
 library's run copies: meson.build orders the program's target after the
-library's (`depends:`), so the two never overlap.
+library's (`depends:`), so the two never overlap. A cross build passes
+--linker (its C compiler) to both runs: a program needs one for the
+target, and the same environment keeps the shared library unit fresh.
 
 Output: --output, a copy of cargo's libqed_l2_cache.a, or of the program
 (a copy, not a link: cargo rewrites its artifacts in place, and meson's
@@ -42,8 +44,7 @@ def main() -> int:
                    help="full: DWARF with types (what abidw needs), whatever the profile says; "
                    "profile: what the profile says (release: line tables only)")
     p.add_argument("--linker", default="",
-                   help="with --target: the C compiler that links for it "
-                   "(CARGO_TARGET_<TRIPLE>_LINKER, unless the environment sets it)")
+                   help="the linker of --target's programs (a cross build's C compiler)")
     p.add_argument("--bin", default="",
                    help="build this program of the package instead of the staticlib")
     p.add_argument("--output", required=True,
@@ -64,8 +65,8 @@ def main() -> int:
     if args.target:
         cmd += ["--target", args.target]
     env = dict(os.environ)
-    if args.target and args.linker:
-        env.setdefault(f"CARGO_TARGET_{args.target.upper().replace('-', '_')}_LINKER", args.linker)
+    if args.linker and args.target:
+        env[f"CARGO_TARGET_{args.target.upper().replace('-', '_')}_LINKER"] = args.linker
     if args.debuginfo == "full":
         env[f"CARGO_PROFILE_{profile.upper()}_DEBUG"] = "2"
     res = subprocess.run(cmd, env=env)

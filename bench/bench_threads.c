@@ -15,10 +15,18 @@
  * speedup >= 0.8x the C's at every T, and each thread at least as fast as
  * a C thread (library/C throughput >= 1).
  *   meson test -C build-bench --benchmark --verbose threads
- *   (or build-bench/bench/bench-threads [max-threads])
+ *   (or build-bench/bench/bench-threads [max-threads] [--processes])
+ *
+ * --processes runs the T workers as T processes (fork) instead of T
+ * threads of one process: nothing of the library is shared between them
+ * then (each has its own copy of every table the library keeps), so a
+ * scaling loss that remains with processes comes from the machine (cores,
+ * caches, memory, the hypervisor), not from state the library shares.
  */
 #include <pthread.h>
 #include <stdbool.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,28 +115,64 @@ static void *run_job(void *arg)
     return NULL;
 }
 
-/* Total Mops/s of `threads` threads, each doing `ops` requests. */
+static bool use_processes;
+
+/* What the workers of one run share: in memory mapped shared when they are
+ * processes. */
+typedef struct {
+    pthread_barrier_t start;
+    Job jobs[MAX_THREADS];
+} Shared;
+
+/* Total Mops/s of `threads` workers, each doing `ops` requests. */
 static double run(const Side *s, unsigned threads, unsigned tables, uint64_t ops)
 {
     pthread_t t[MAX_THREADS];
-    Job jobs[MAX_THREADS];
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, threads);
+    Shared *sh = mmap(NULL, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh == MAP_FAILED) {
+        perror("mmap");
+        exit(2);
+    }
+    pthread_barrierattr_t attr;
+    pthread_barrierattr_init(&attr);
+    pthread_barrierattr_setpshared(&attr, use_processes ? PTHREAD_PROCESS_SHARED : PTHREAD_PROCESS_PRIVATE);
+    pthread_barrier_init(&sh->start, &attr, threads);
+    pthread_barrierattr_destroy(&attr);
+    pid_t pids[MAX_THREADS] = { 0 };
     for (unsigned i = 0; i < threads; i++) {
-        jobs[i] = (Job){ .side = s, .tables = tables, .ops = ops, .start = &start };
-        if (pthread_create(&t[i], NULL, run_job, &jobs[i]) != 0) {
+        sh->jobs[i] = (Job){ .side = s, .tables = tables, .ops = ops, .start = &sh->start };
+        if (use_processes) {
+            pids[i] = fork();
+            if (pids[i] < 0) {
+                perror("fork");
+                exit(2);
+            }
+            if (pids[i] == 0) {
+                run_job(&sh->jobs[i]);
+                _exit(0);
+            }
+        } else if (pthread_create(&t[i], NULL, run_job, &sh->jobs[i]) != 0) {
             perror("pthread_create");
             exit(2);
         }
     }
     double slowest = 0;
     for (unsigned i = 0; i < threads; i++) {
-        pthread_join(t[i], NULL);
-        if (jobs[i].elapsed_ns > slowest) {
-            slowest = jobs[i].elapsed_ns;
+        if (use_processes) {
+            int status;
+            if (waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                fprintf(stderr, "bench-threads: worker process %u failed\n", i);
+                exit(2);
+            }
+        } else {
+            pthread_join(t[i], NULL);
+        }
+        if (sh->jobs[i].elapsed_ns > slowest) {
+            slowest = sh->jobs[i].elapsed_ns;
         }
     }
-    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&sh->start);
+    munmap(sh, sizeof(Shared));
     return (double)ops * threads / slowest * 1e3;
 }
 
@@ -166,15 +210,23 @@ static uint64_t calibrate(const Side *s, unsigned tables)
 int main(int argc, char **argv)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned max_threads = argc > 1 ? (unsigned)atoi(argv[1]) : (unsigned)(cores > 0 ? cores : 1);
+    unsigned max_threads = (unsigned)(cores > 0 ? cores : 1);
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--processes") == 0) {
+            use_processes = true;
+        } else {
+            max_threads = (unsigned)atoi(argv[a]);
+        }
+    }
     if (max_threads < 1 || max_threads > MAX_THREADS) {
         fprintf(stderr, "bench-threads: thread count must be 1..%d\n", MAX_THREADS);
         return 2;
     }
     base_max_entries = CAPACITY;
     printf("qed-l2-cache %s thread scaling vs the original C algorithm; %ld cores online,\n"
-           "T = 1..%u, one cache per thread, capacity %d, median of %d runs\n\n",
-           qed_l2_cache_version(), cores, max_threads, CAPACITY, RUNS);
+           "T = 1..%u %s, one cache each, capacity %d, median of %d runs\n\n",
+           qed_l2_cache_version(), cores, max_threads, use_processes ? "processes" : "threads", CAPACITY,
+           RUNS);
     static const struct {
         const char *name;
         unsigned tables;

@@ -14,6 +14,7 @@ use crate::config;
 use crate::diag::{misuse, trace, tracing, Refused};
 use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
 use crate::memtools::hide;
+use crate::probes::{qed_l2_cache, qemu};
 use crate::registry::{self, CacheState, HeadWords};
 use crate::stderr::P;
 use crate::{ledger, lifecycle};
@@ -252,6 +253,7 @@ unsafe fn drop_ref_traced(e: EntryPtr) {
     // SAFETY: per the caller.
     let left = unsafe { e.drop_ref() };
     if let Some(refs) = left {
+        qemu::qed_unref_l2_cache_entry(e.as_c().cast(), refs);
         if tracing() {
             trace(
                 "qed_unref_l2_cache_entry",
@@ -279,6 +281,7 @@ unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr) {
     unsafe {
         qtailq_remove(l2_cache, e.as_c());
         e.set_cached(false);
+        qed_l2_cache::evict(l2_cache.cast(), e.as_c().cast(), e.offset());
         if tracing() {
             trace(
                 "qed_evict_l2_cache_entry",
@@ -466,6 +469,7 @@ pub unsafe extern "C" fn qed_alloc_l2_cache_entry(l2_cache: *mut L2TableCache) -
     const F: &str = "qed_alloc_l2_cache_entry";
     boundary(F, || {
         let e = EntryPtr::alloc();
+        qemu::qed_alloc_l2_cache_entry(l2_cache.cast(), e.as_c().cast());
         if tracing() {
             trace(F, format_args!("l2_cache {} entry {}", P(l2_cache), P(e.as_c())));
         }
@@ -546,6 +550,7 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             return null_mut();
         };
         let Some(hit) = state.core.find(offset) else {
+            qed_l2_cache::miss(l2_cache.cast(), offset);
             return null_mut();
         };
         let e = hit.handle;
@@ -569,6 +574,8 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
                     ),
                 );
             }
+            // Beside take_ref, which reads the same count: one load for both.
+            qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, e.refs());
             take_ref(F, e);
         }
         e.as_c()
@@ -662,11 +669,16 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
         });
         match outcome {
             Commit::Duplicate(cached) => {
+                // QEMU's original looks the offset up (find, then unref),
+                // so its probes fire; then ours, with the newcomer.
+                // SAFETY: `cached` is on the list, live by the cache's
+                // reference.
+                let refs = unsafe { cached.refs() };
+                qemu::qed_find_l2_cache_entry(l2_cache.cast(), cached.as_c().cast(), offset, refs);
+                qemu::qed_unref_l2_cache_entry(cached.as_c().cast(), refs);
+                qed_l2_cache::duplicate(l2_cache.cast(), e.as_c().cast(), offset);
                 if tracing() {
-                    // QEMU's original looks the offset up (find, then unref).
-                    // SAFETY: `cached` is on the list, live by the cache's
-                    // reference.
-                    let (c, refs) = (P(cached.as_c()), unsafe { cached.refs() });
+                    let c = P(cached.as_c());
                     trace(
                         "qed_find_l2_cache_entry",
                         format_args!("l2_cache {} entry {c} offset {offset} ref {refs}", P(l2_cache)),
@@ -682,6 +694,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                     e.set_cached(true);
                     qtailq_insert_tail(l2_cache, e.as_c());
                 }
+                qed_l2_cache::commit(l2_cache.cast(), e.as_c().cast(), offset);
             }
         }
         // SAFETY: valid and writable per the contract.

@@ -813,7 +813,7 @@ mod tests {
     fn the_slot_markers_are_never_taken_for_entries() {
         // The two addresses whose keys are the empty and deleted markers.
         for key in [EMPTY, DELETED] {
-            let p = hide(key as usize) as usize as *const Block;
+            let p = std::ptr::without_provenance::<Block>(hide(key as usize) as usize);
             assert_eq!(classify(p), Found::Unknown);
         }
     }

@@ -12,6 +12,8 @@
 //!   addresses the library records.
 //! - `sync`: the fork-safe lock and the process token it relies on.
 //! - `stderr`: one line to stderr with one `write`.
+//! - `probes`: USDT static probes (SystemTap SDT notes) for gdb, systemtap,
+//!   bpftrace and perf: QEMU's `qed_*` trace events and the library's own.
 //! - `cache`: the safe core (order, policies, O(1) index, counters, the
 //!   observer interface); no unsafe code, no C, no environment, no stderr.
 //! - `advisor`: the size advisor, an observer of the core, and its report.
@@ -27,6 +29,7 @@
 mod memtools;
 mod sync;
 mod stderr;
+mod probes;
 mod cache;
 mod advisor;
 mod config;

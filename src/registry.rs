@@ -375,6 +375,9 @@ mod tests {
     }
 
     #[test]
+    // The rebuild leaks the half-updated map by design, which Miri's leak
+    // check would report.
+    #[cfg_attr(miri, ignore)]
     fn a_lock_taken_over_in_a_fork_child_rebuilds_the_map() {
         // A child whose parent held the registry lock: simulated by a
         // lock word holding another process's token and a map that lies.

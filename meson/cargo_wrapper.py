@@ -40,8 +40,9 @@ def main() -> int:
     p.add_argument("--release", action="store_true")
     p.add_argument("--target", default="",
                    help="Rust target triple of a cross build (empty: the host)")
-    p.add_argument("--debuginfo", choices=["profile", "full"], default="profile",
-                   help="full: DWARF with types (what abidw needs), whatever the profile says")
+    p.add_argument("--debuginfo", choices=["full", "profile"], default="full",
+                   help="full: DWARF with types (what abidw needs), whatever the profile says; "
+                   "profile: what the profile says (release: line tables only)")
     p.add_argument("--linker", default="",
                    help="the linker of --target's programs (a cross build's C compiler)")
     p.add_argument("--bin", default="",

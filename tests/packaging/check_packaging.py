@@ -5,7 +5,8 @@
   install      `meson install --destdir` of the build under test into a
                scratch directory; checks the installed files (real file,
                soname and link-name symlinks, DT_SONAME, header, .pc, the
-               qed-l2-cache-stat program and its man page); then
+               qed-l2-cache-stat program and its man page, the tmpfiles.d
+               and AppArmor files); then
                builds tests/consumer against it through pkg-config (shared,
                and static against the .a with Libs.private) and runs it.
   subproject   a scratch project holding tests/consumer with
@@ -141,6 +142,16 @@ def mode_install(a, meson, work: str) -> None:
           f"the installed qed-l2-cache-stat --version says {a.version}")
     check(os.path.isfile(os.path.join(installed("mandir"), "man1", "qed-l2-cache-stat.1")),
           "qed-l2-cache-stat.1 installed under mandir/man1")
+    # The system files for where QEMU runs (docs/libvirt.md).
+    for rel, where in ((os.path.join("data", "tmpfiles.d", "qed-l2-cache.conf"),
+                        os.path.join(destdir, prefix.lstrip("/"), "lib", "tmpfiles.d")),
+                       (os.path.join("data", "apparmor.d", "abstractions", "libvirt-qemu.d",
+                                     "qed-l2-cache"),
+                        os.path.join(installed("sysconfdir"), "apparmor.d", "abstractions",
+                                     "libvirt-qemu.d"))):
+        got = os.path.join(where, os.path.basename(rel))
+        check(os.path.isfile(got) and filecmp.cmp(got, os.path.join(a.source_root, rel), shallow=False),
+              f"{rel} installed as {os.path.relpath(got, destdir)}")
     pcdir = os.path.join(libdir, "pkgconfig")
     with open(os.path.join(pcdir, "qed-l2-cache.pc")) as f:
         pc = f.read()

@@ -561,6 +561,10 @@ static void test_growth(void)
         g_assert_cmpuint(u32_at(&s, rec(slot) + R_STATE), ==, STATE_FREE);
     }
     snap_free(&s);
+    /* Freed numbers are reused lowest first: the records stay dense. */
+    qed_init_l2_cache(&c[7]);
+    g_assert_cmpuint(c[7].handle, ==, 1);
+    qed_free_l2_cache(&c[7]);
     g_free(c);
     g_free(path);
 }

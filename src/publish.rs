@@ -16,11 +16,13 @@
 //!   ([`record`] again, from the cache's next call).
 //! - **Growth.** The file grows in segments as slot numbers grow, like the
 //!   registry's (segment `s` holds `64 << s` records): the file is extended
-//!   (`fallocate`, so that a full file system refuses the growth instead of
-//!   raising SIGBUS at a later store; `ftruncate` where `fallocate` is not
-//!   supported), the new range is mapped, and only then is the header's
-//!   `records` raised. A segment is never unmapped while a cache may use
-//!   it: only at unload when no cache is left.
+//!   (`ftruncate`, sparse), the new range is mapped, and only then is the
+//!   header's `records` raised. A record's blocks are allocated
+//!   (`fallocate`) when a cache gets it, before any store: a store into a
+//!   hole that a full file system cannot fill would raise SIGBUS, a failed
+//!   allocation is only a line on stderr and an unpublished cache. A
+//!   segment is never unmapped while a cache may use it: only at unload
+//!   when no cache is left.
 //! - **Liveness.** The writer holds a POSIX record lock (`F_SETLK`,
 //!   `F_WRLCK`, whole file) for as long as it publishes; a reader tests it
 //!   with `F_GETLK`. The lock, not the pid in the name or the header, tells
@@ -504,8 +506,10 @@ struct Open {
     segs: [(*mut u8, usize); SEGMENTS],
     /// Segments mapped: 0 to `mapped - 1`.
     mapped: usize,
-    /// Growing failed once (reported): no more records.
+    /// Growing failed once: no more segments.
     stuck: bool,
+    /// A line said why a cache is not published (one per file).
+    reported: bool,
 }
 
 /// The publisher of this process (or, in a fork child until its first
@@ -555,12 +559,17 @@ impl Open {
             segs: [(null_mut(), 0); SEGMENTS],
             mapped: 0,
             stuck: false,
+            reported: false,
         };
         let ready = fstat(open.fd)
             .map(|st| open.file_id = id_of(&st))
             .and_then(|()| lock_whole(open.fd, libc::F_SETLK))
             .map_err(|e| fail("cannot lock", e))
-            .and_then(|()| open.map_next().map_err(|e| fail("cannot size", e)));
+            .and_then(|()| {
+                open.map_next()
+                    .and_then(|()| open.reserve(0, HEADER_BYTES))
+                    .map_err(|e| fail("cannot size", e))
+            });
         if let Err(msg) = ready {
             unlink_tmp();
             open.unmap_and_close();
@@ -700,26 +709,18 @@ impl Open {
             .store(covered.min(u32::MAX as usize) as u32, Ordering::Release);
     }
 
-    /// Extends the file over the next segment and maps it.
+    /// Extends the file over the next segment (sparse: no block is
+    /// allocated yet, see [`Open::reserve`]) and maps it.
     fn map_next(&mut self) -> io::Result<()> {
         let s = self.mapped;
         if s >= SEGMENTS {
             return Err(io::Error::from(io::ErrorKind::OutOfMemory));
         }
         let (start, end) = segment_range(s, page_size());
-        let first = HEADER_BYTES + ((FIRST_SEGMENT << s) - FIRST_SEGMENT) * RECORD_BYTES;
-        let grow_from = if s == 0 { 0 } else { first };
-        let len = (end - grow_from) as libc::off_t;
-        // SAFETY: our open file; the range is checked by the kernel.
-        if unsafe { libc::fallocate(self.fd, 0, grow_from as libc::off_t, len) } != 0 {
-            let e = io::Error::last_os_error();
-            if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
-                return Err(e);
-            }
-            // SAFETY: our open file.
-            if unsafe { libc::ftruncate(self.fd, end as libc::off_t) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+        // SAFETY: our open file; it only grows (segments are mapped in
+        // order, each ending past the one before).
+        if unsafe { libc::ftruncate(self.fd, end as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
         }
         // SAFETY: a new shared mapping of our file's range, checked below.
         let p = unsafe {
@@ -743,24 +744,67 @@ impl Open {
         Ok(())
     }
 
-    /// The record of `index`, growing the file to cover it.
+    /// Allocates the file's blocks under `[from, from + len)`, inside the
+    /// file, before anything is stored there: a store into a mapped hole
+    /// that the file system cannot fill (full, quota) raises SIGBUS, an
+    /// allocation that fails is only an error. Done for the header at
+    /// creation and for each record when a cache gets it, so the file
+    /// stays sparse where no cache is (a process whose caches have high
+    /// slot numbers does not pay for the records below them). Where the
+    /// file system cannot allocate ahead (`EOPNOTSUPP`), stores take
+    /// their chance, as in any sparse file.
+    fn reserve(&self, from: usize, len: usize) -> io::Result<()> {
+        // SAFETY: our open file; mode 0 inside the file keeps its size.
+        if unsafe { libc::fallocate(self.fd, 0, from as libc::off_t, len as libc::off_t) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+            _ => Err(e),
+        }
+    }
+
+    /// Says once per file why a cache is not published.
+    fn report(&mut self, what: std::fmt::Arguments<'_>) {
+        if !self.reported {
+            self.reported = true;
+            write_line(format_args!(
+                "qed-l2-cache: statistics file {}: {what}",
+                self.shown
+            ));
+        }
+    }
+
+    /// The record of `index`, growing the file to cover it and allocating
+    /// the record's blocks.
     fn record(&mut self, index: usize) -> Option<RecordRef> {
         let (s, first) = segment_of(index);
+        if self.fd < 0 {
+            return None;
+        }
         while self.mapped <= s {
-            if self.fd < 0 || self.stuck {
+            if self.stuck {
                 return None;
             }
             if let Err(e) = self.map_next() {
                 self.stuck = true;
-                write_line(format_args!(
-                    "qed-l2-cache: statistics file {}: cannot grow it to {} records ({e}); \
-                     caches numbered above {} are not published",
-                    self.shown,
+                let (want, have) = (
                     (FIRST_SEGMENT << (self.mapped + 1)) - FIRST_SEGMENT,
-                    (FIRST_SEGMENT << self.mapped) - FIRST_SEGMENT
+                    (FIRST_SEGMENT << self.mapped) - FIRST_SEGMENT,
+                );
+                self.report(format_args!(
+                    "cannot grow it to {want} records ({e}); caches numbered above {have} are not published"
                 ));
                 return None;
             }
+        }
+        if let Err(e) = self.reserve(HEADER_BYTES + index * RECORD_BYTES, RECORD_BYTES) {
+            self.report(format_args!(
+                "no room for the record of cache slot {} ({e}); such caches are not published",
+                index + 1
+            ));
+            return None;
         }
         let (start, _) = segment_range(s, page_size());
         let at = HEADER_BYTES + index * RECORD_BYTES - start;
@@ -962,6 +1006,15 @@ mod tests {
         let h = parse_header(&bytes).unwrap();
         assert_eq!(h.records, 64 + 128 + 256);
         assert_eq!(records_covered(bytes.len(), h.records), h.records as usize);
+        // Sparse: only the header's and the two records' blocks are
+        // allocated, not the 448 records' (114 KiB).
+        let meta = std::fs::metadata(&file).unwrap();
+        assert!(
+            meta.blocks() * 512 <= 32 * 1024,
+            "{} of {} bytes allocated",
+            meta.blocks() * 512,
+            meta.len()
+        );
         let at = |i: usize| &bytes[HEADER_BYTES + i * RECORD_BYTES..][..RECORD_BYTES];
         let rec = parse_record(3, at(3)).unwrap().unwrap();
         assert_eq!(rec.serial, 77);

@@ -24,7 +24,8 @@ use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
 use crate::stats_layout::{record, MAX_PREDICTIONS};
 use crate::sync::{process_token, Locked};
 use std::cell::UnsafeCell;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
@@ -253,9 +254,25 @@ fn slot(number: u32) -> Option<&'static Slot> {
 }
 
 struct Numbers {
-    free: Vec<u32>,
+    /// Free numbers, reused lowest first: the numbers in use stay as
+    /// dense as the caches alive (so do the statistics file's records,
+    /// and most caches' slots stay in segment 0).
+    free: BinaryHeap<Reverse<u32>>,
     next: u32,
     by_owner: HashMap<u64, u32>,
+}
+
+impl Numbers {
+    /// The lowest free number, else a new one.
+    fn take_number(&mut self) -> u32 {
+        self.free.pop().map(|Reverse(k)| k).unwrap_or_else(|| {
+            self.next = self
+                .next
+                .checked_add(1)
+                .expect("qed-l2-cache: 2^32 caches at once");
+            self.next - 1
+        })
+    }
 }
 
 static NUMBERS: Locked<Option<Numbers>> = Locked::new(None);
@@ -266,7 +283,7 @@ fn numbers<R>(f: impl FnOnce(&mut Numbers) -> R) -> R {
             rebuild_numbers(n);
         }
         f(n.get_or_insert_with(|| Numbers {
-            free: Vec::new(),
+            free: BinaryHeap::new(),
             next: 1,
             by_owner: HashMap::new(),
         }))
@@ -304,7 +321,7 @@ fn all_slots() -> impl Iterator<Item = (u32, &'static Slot)> {
 fn rebuild_numbers(n: &mut Option<Numbers>) {
     std::mem::forget(n.take());
     let mut fresh = Numbers {
-        free: Vec::new(),
+        free: BinaryHeap::new(),
         next: 1,
         by_owner: HashMap::new(),
     };
@@ -316,14 +333,13 @@ fn rebuild_numbers(n: &mut Option<Numbers>) {
                 // short: forget whatever is there, never drop it.
                 // SAFETY: no cache owns the slot, so no one reads it.
                 unsafe { std::ptr::write(slot.state.get(), None) };
-                fresh.free.push(number);
+                fresh.free.push(Reverse(number));
             }
             owner => {
                 fresh.by_owner.insert(owner, number);
             }
         }
     }
-    fresh.free.reverse();
     *n = Some(fresh);
 }
 
@@ -345,10 +361,7 @@ fn grow_to(number: u32) {
 /// returns its number.
 pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
     numbers(|n| {
-        let number = n.free.pop().unwrap_or_else(|| {
-            n.next = n.next.checked_add(1).expect("qed-l2-cache: 2^32 caches at once");
-            n.next - 1
-        });
+        let number = n.take_number();
         grow_to(number);
         let slot = slot(number).expect("segment just made");
         let mut state = make();
@@ -420,7 +433,7 @@ fn take(n: &mut Numbers, owner: usize, number: u32) -> Option<CacheState> {
     }
     n.by_owner.remove(&hide(owner));
     s.owner.store(0, Ordering::Release);
-    n.free.push(number);
+    n.free.push(Reverse(number));
     // SAFETY: the owner word is 0 again, so no lookup reaches the state;
     // the caller of `unregister` was its only user.
     unsafe { (*s.state.get()).take() }
@@ -483,6 +496,32 @@ mod tests {
         // SAFETY: as above.
         unsafe { assert!(find(owner_a, a).is_none()) };
         assert!(unregister(owner_b, b).is_some());
+    }
+
+    #[test]
+    fn freed_numbers_are_reused_lowest_first() {
+        let mut n = Numbers {
+            free: BinaryHeap::new(),
+            next: 1,
+            by_owner: HashMap::new(),
+        };
+        let taken: Vec<u32> = (0..5).map(|_| n.take_number()).collect();
+        assert_eq!(taken, [1, 2, 3, 4, 5]);
+        for k in [4, 2, 5] {
+            n.free.push(Reverse(k));
+        }
+        assert_eq!([n.take_number(), n.take_number(), n.take_number()], [2, 4, 5]);
+        assert_eq!(n.take_number(), 6, "then new numbers");
+    }
+
+    #[test]
+    fn a_state_knows_its_number() {
+        let owner = 0x3000_0008usize;
+        let number = register(owner, || {
+            CacheState::new(Cache::new(1, Policy::Fifo), HeadWords::default())
+        });
+        let state = unregister(owner, number).expect("registered");
+        assert_eq!(state.number, number);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
 use crate::memtools::hide;
 use crate::probes::{qed_l2_cache, qemu};
 use crate::registry::{self, CacheState, HeadWords};
+use crate::sizing::auto::{self as auto, AutoSizer};
 use crate::stderr::P;
 use crate::{ledger, lifecycle};
 use std::ffi::{c_char, c_uint};
@@ -374,7 +375,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             .then(|| Box::new(Advisor::new(cfg.max_entries, cfg.policy, 0)));
         let number = registry::register(owner, || {
             CacheState::new(
-                Cache::with_observer(cfg.max_entries, cfg.policy, advisor),
+                Cache::with_observer(cfg.max_entries, cfg.policy, (advisor, None)),
                 written,
             )
         });
@@ -565,6 +566,10 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
         let Some(hit) = state.core.find(offset) else {
             qed_l2_cache::miss(l2_cache.cast(), offset);
             state.publish_miss();
+            if size_due(state) {
+                // SAFETY: per this function's contract.
+                unsafe { choose_size(l2_cache, state) };
+            }
             return null_mut();
         };
         state.publish_hit();
@@ -592,6 +597,10 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             // Beside take_ref, which reads the same count: one load for both.
             qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, e.refs());
             take_ref(F, e);
+            // After take_ref: the entry found is held, so never evicted.
+            if size_due(state) {
+                choose_size(l2_cache, state);
+            }
         }
         e.as_c()
     })
@@ -678,7 +687,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             );
             return drop_refused(l2_table);
         }
-        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
+        let mut table_bytes = state.counts_bytes().then_some(&mut state.table_bytes);
         let outcome = state.core.commit(offset, e, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
             unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
@@ -709,8 +718,8 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                 unsafe {
                     e.set_cached(true);
                     qtailq_insert_tail(l2_cache, e.as_c());
-                    if state.publishing() {
-                        state.table_bytes = state.table_bytes.saturating_add(e.table_bytes());
+                    if state.counts_bytes() {
+                        state.add_table_bytes(e.table_bytes());
                     }
                 }
                 qed_l2_cache::commit(l2_cache.cast(), e.as_c().cast(), offset);
@@ -746,15 +755,56 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             );
             return;
         }
-        let mut table_bytes = state.publishing().then_some(&mut state.table_bytes);
-        state.core.set_max_entries(max, pinned, |victim| {
-            // SAFETY: the core just took `victim` off this cache.
-            unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
-        });
-        // SAFETY: valid and writable per the contract.
-        unsafe { sync_count(l2_cache, state) };
-        state.publish_all();
+        // A size set by hand makes an auto cache a fixed one.
+        state.core.observer_mut().1 = None;
+        // SAFETY: per this function's contract.
+        unsafe { resize(l2_cache, state, max) };
     })
+}
+
+/// Sets the maximum of an initialised cache and evicts down to it (never
+/// an entry a request holds), mirroring the evictions on the C list.
+///
+/// # Safety
+/// `l2_cache` must be the initialised cache of `state`, valid and writable,
+/// used by no other thread during the call.
+unsafe fn resize(l2_cache: *mut L2TableCache, state: &mut CacheState, max: c_uint) {
+    let mut table_bytes = state.counts_bytes().then_some(&mut state.table_bytes);
+    state.core.set_max_entries(max, pinned, |victim| {
+        // SAFETY: the core just took `victim` off this cache.
+        unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
+    });
+    // SAFETY: per the caller's guarantee.
+    unsafe { sync_count(l2_cache, state) };
+    state.publish_all();
+}
+
+/// An auto cache's sizer says it is time to choose its size: chooses it
+/// from the curve and applies it (docs/sizing.md).
+///
+/// # Safety
+/// As for [`resize`].
+#[cold]
+#[inline(never)]
+unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
+    let cap = auto::tables_within(auto::CAP_BYTES, state.bytes_per_table());
+    let max = state.core.max_entries();
+    let Some(sizer) = state.core.observer_mut().1.as_mut() else {
+        return;
+    };
+    sizer.set_depth(cap);
+    let wanted = sizer.wanted(cap);
+    sizer.decided();
+    if let Some(new) = auto::next_maximum(max, wanted) {
+        // SAFETY: per the caller's guarantee.
+        unsafe { resize(l2_cache, state, new) };
+    }
+}
+
+/// True when `state` is an auto cache whose sizer wants a decision.
+#[inline(always)]
+fn size_due(state: &CacheState) -> bool {
+    state.core.observer().1.as_ref().is_some_and(|s| s.due())
 }
 
 /// Set the eviction policy (extension).
@@ -886,5 +936,79 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
         };
         advisor::set_advisor(&mut state.core, on != 0);
         state.publish_all();
+    })
+}
+
+/// Make one cache size itself (non-zero `on`), or fix it at its current
+/// size (`on` 0) (extension; docs/sizing.md).
+///
+/// Parameters: `l2_cache`, an initialised cache; `on`.
+///
+/// An auto cache chooses its maximum from the reuse of its own lookups:
+/// the smallest size within one point of hit ratio of the best it could
+/// reach under its cap (32 MiB of tables). It keeps its current maximum
+/// until it has seen enough lookups to choose. Turning auto on for an auto
+/// cache changes nothing; `qed_l2_cache_set_max_entries` makes it a fixed
+/// cache again.
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_set_auto(l2_cache: *mut L2TableCache, on: std::ffi::c_int) {
+    const F: &str = "qed_l2_cache_set_auto";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return;
+        };
+        set_auto(state, on != 0);
+        state.publish_all();
+    })
+}
+
+/// Turns auto sizing of `state` on (a new sizer) or off.
+fn set_auto(state: &mut CacheState, on: bool) {
+    let cap = auto::tables_within(auto::CAP_BYTES, state.bytes_per_table());
+    let was_counting = state.counts_bytes();
+    let slot = &mut state.core.observer_mut().1;
+    match (on, slot.is_some()) {
+        (true, false) => *slot = Some(Box::new(AutoSizer::new(cap))),
+        (false, true) => *slot = None,
+        _ => {}
+    }
+    if !was_counting && state.counts_bytes() {
+        // Bytes were not kept until now: count what is cached.
+        let bytes: u64 = state
+            .core
+            .handles()
+            .iter()
+            // SAFETY: cached, so live by the cache's reference; the
+            // caller's lock serializes the call.
+            .map(|e| unsafe { e.table_bytes() })
+            .sum();
+        state.table_bytes = 0;
+        state.add_table_bytes(bytes);
+    }
+}
+
+/// The maximum number of tables a cache keeps now (extension): the one
+/// set, or the one an auto cache chose last.
+///
+/// Parameters: `l2_cache`, an initialised cache.
+///
+/// Returns: the maximum; 0 when `l2_cache` is not an initialised cache
+/// (a misuse).
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_get_target(l2_cache: *const L2TableCache) -> c_uint {
+    const F: &str = "qed_l2_cache_get_target";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return 0;
+        };
+        state.core.max_entries()
     })
 }

@@ -41,6 +41,7 @@ mod probes;
 #[allow(dead_code)]
 mod stats_layout;
 mod cache;
+mod sizing;
 mod advisor;
 mod config;
 /// cbindgen:ignore

@@ -17,7 +17,9 @@
 //! atomic owner word, never freed memory. There is no limit on the number
 //! of caches beyond memory (up to 2^32 - 1 at once).
 
-use crate::advisor::{self, report::recommend, Advised};
+use crate::advisor::{self, report::recommend, AdvisorSlot};
+use crate::cache::Cache;
+use crate::sizing::auto::AutoSizer;
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
 use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
@@ -41,10 +43,17 @@ pub struct HeadWords {
     pub n_entries: u32,
 }
 
+/// The observer of an auto cache's core: its sizer (none in fixed mode).
+pub type AutoSlot = Option<Box<AutoSizer>>;
+
+/// What watches a cache's core: the size advisor and the auto sizer, each
+/// absent unless turned on (then the hit path pays two untaken branches).
+pub type Watchers = (AdvisorSlot, AutoSlot);
+
 /// A cache's hidden state.
 pub struct CacheState {
-    /// The policy, index, counters, and the advisor when it is on.
-    pub core: Advised<EntryPtr>,
+    /// The policy, index, counters, the advisor and the auto sizer.
+    pub core: Cache<EntryPtr, Watchers>,
     /// What the library last wrote into the struct's list head; a struct
     /// whose head differs was not left as the library left it.
     pub written: HeadWords,
@@ -62,6 +71,8 @@ pub struct CacheState {
     /// `malloc_usable_size` of the cached tables, summed (saturating),
     /// kept while the cache has a record.
     pub table_bytes: u64,
+    /// The most `table_bytes` held at once, while kept.
+    pub peak_table_bytes: u64,
     /// The cache's slot number (its record is number - 1), set by
     /// [`register`].
     pub number: u32,
@@ -69,7 +80,7 @@ pub struct CacheState {
 
 impl CacheState {
     /// The state of a new cache.
-    pub fn new(core: Advised<EntryPtr>, written: HeadWords) -> CacheState {
+    pub fn new(core: Cache<EntryPtr, Watchers>, written: HeadWords) -> CacheState {
         CacheState {
             core,
             written,
@@ -77,6 +88,7 @@ impl CacheState {
             process: process_token(),
             stats: RecordRef::NONE,
             table_bytes: 0,
+            peak_table_bytes: 0,
             number: 0,
         }
     }
@@ -125,6 +137,37 @@ impl CacheState {
         }
         part.count = curve.len().min(MAX_PREDICTIONS) as u32;
         part
+    }
+
+    /// True when the cache sizes itself.
+    #[inline(always)]
+    pub fn is_auto(&self) -> bool {
+        self.core.observer().1.is_some()
+    }
+
+    /// True when the bytes of the cached tables are kept (the cache
+    /// publishes statistics or sizes itself).
+    #[inline(always)]
+    pub fn counts_bytes(&self) -> bool {
+        self.publishing() || self.is_auto()
+    }
+
+    /// Bytes per cached table, the library's bookkeeping included: measured
+    /// from the tables cached now, or assumed while there are none.
+    pub fn bytes_per_table(&self) -> u64 {
+        use crate::sizing::auto::{ASSUMED_TABLE_BYTES, BOOKKEEPING_PER_TABLE};
+        let n = u64::from(self.core.len());
+        let table = match self.table_bytes.checked_div(n) {
+            Some(b) if self.counts_bytes() && b > 0 => b,
+            _ => ASSUMED_TABLE_BYTES,
+        };
+        table + BOOKKEEPING_PER_TABLE
+    }
+
+    /// The cache took a table of `bytes` (see [`Self::counts_bytes`]).
+    pub fn add_table_bytes(&mut self, bytes: u64) {
+        self.table_bytes = self.table_bytes.saturating_add(bytes);
+        self.peak_table_bytes = self.peak_table_bytes.max(self.table_bytes);
     }
 
     /// True when the cache has a record to publish into (then the table

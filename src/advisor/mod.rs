@@ -827,13 +827,40 @@ impl Observer for Advisor {
 /// on. Off, the core's every call on it is one untaken branch.
 pub type AdvisorSlot = Option<Box<Advisor>>;
 
+/// An observer that holds an [`AdvisorSlot`]: the slot alone, or the slot
+/// beside another observer (the FFI layer's caches have one more).
+pub trait HasAdvisor: Observer {
+    /// The slot.
+    fn advisor_slot(&self) -> &AdvisorSlot;
+    /// The slot, to turn the advisor on or off.
+    fn advisor_slot_mut(&mut self) -> &mut AdvisorSlot;
+}
+
+impl HasAdvisor for AdvisorSlot {
+    fn advisor_slot(&self) -> &AdvisorSlot {
+        self
+    }
+    fn advisor_slot_mut(&mut self) -> &mut AdvisorSlot {
+        self
+    }
+}
+
+impl<B: Observer> HasAdvisor for (AdvisorSlot, B) {
+    fn advisor_slot(&self) -> &AdvisorSlot {
+        &self.0
+    }
+    fn advisor_slot_mut(&mut self) -> &mut AdvisorSlot {
+        &mut self.0
+    }
+}
+
 /// A cache that can be advised.
-pub type Advised<H> = Cache<H, AdvisorSlot>;
+pub type Advised<H, O = AdvisorSlot> = Cache<H, O>;
 
 /// Turns the advisor of `cache` on (started afresh if it was off) or off.
-pub fn set_advisor<H: Copy>(cache: &mut Advised<H>, on: bool) {
+pub fn set_advisor<H: Copy, O: HasAdvisor>(cache: &mut Advised<H, O>, on: bool) {
     let (max, policy, misses) = (cache.max_entries(), cache.policy(), cache.stats().misses);
-    let slot = cache.observer_mut();
+    let slot = cache.observer_mut().advisor_slot_mut();
     match (on, slot.is_some()) {
         (true, false) => *slot = Some(Box::new(Advisor::new(max, policy, misses))),
         (false, true) => *slot = None,
@@ -842,8 +869,8 @@ pub fn set_advisor<H: Copy>(cache: &mut Advised<H>, on: bool) {
 }
 
 /// The advisor of `cache`, when on.
-pub fn advisor<H: Copy>(cache: &Advised<H>) -> Option<&Advisor> {
-    cache.observer().as_deref()
+pub fn advisor<H: Copy, O: HasAdvisor>(cache: &Advised<H, O>) -> Option<&Advisor> {
+    cache.observer().advisor_slot().as_deref()
 }
 
 /// One point of the miss curve.
@@ -858,7 +885,7 @@ pub struct Point {
 /// Misses `cache` would have had since its advisor started with a
 /// maximum of `size`; `None` when the advisor is off or does not track
 /// that size. At the cache's own maximum: the misses it had.
-pub fn predict_misses<H: Copy>(cache: &Advised<H>, size: u32) -> Option<u64> {
+pub fn predict_misses<H: Copy, O: HasAdvisor>(cache: &Advised<H, O>, size: u32) -> Option<u64> {
     let a = advisor(cache)?;
     if size == a.max_entries {
         Some(cache.stats().misses - a.base_misses)
@@ -869,7 +896,7 @@ pub fn predict_misses<H: Copy>(cache: &Advised<H>, size: u32) -> Option<u64> {
 
 /// The miss curve of `cache`, ascending sizes, its own maximum included;
 /// empty when the advisor is off.
-pub fn miss_curve<H: Copy>(cache: &Advised<H>) -> Vec<Point> {
+pub fn miss_curve<H: Copy, O: HasAdvisor>(cache: &Advised<H, O>) -> Vec<Point> {
     let Some(a) = advisor(cache) else {
         return Vec::new();
     };

@@ -4,7 +4,7 @@
 //! table reads at each tracked size, and the size to set. Text only: the
 //! simulation is the parent module's.
 
-use super::{advisor, miss_curve, Advised, Point};
+use super::{advisor, miss_curve, Advised, HasAdvisor, Point};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -26,7 +26,7 @@ pub fn recommend(curve: &[Point], finds: u64) -> Option<u32> {
 /// The report's lines for `cache`, the `serial`-th cache of the process
 /// (without newlines), given the largest recommendation of the caches
 /// reported before it; and its own recommendation.
-pub fn lines<H: Copy>(serial: u64, cache: &Advised<H>, largest_before: u32) -> (Vec<String>, Option<u32>) {
+pub fn lines<H: Copy, O: HasAdvisor>(serial: u64, cache: &Advised<H, O>, largest_before: u32) -> (Vec<String>, Option<u32>) {
     let s = cache.stats();
     let n = serial;
     let mut lines = vec![format!(
@@ -86,7 +86,7 @@ static LARGEST_RECOMMENDATION: AtomicU32 = AtomicU32::new(0);
 
 /// Prints the report of `cache`, the `serial`-th of the process, on
 /// stderr (the caller decides whether reports are on).
-pub fn print<H: Copy>(serial: u64, cache: &Advised<H>) {
+pub fn print<H: Copy, O: HasAdvisor>(serial: u64, cache: &Advised<H, O>) {
     let before = LARGEST_RECOMMENDATION.load(Ordering::Relaxed);
     let (lines, rec) = lines(serial, cache, before);
     if let Some(rec) = rec {

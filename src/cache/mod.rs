@@ -133,6 +133,36 @@ impl<O: Observer> Observer for Option<O> {
     }
 }
 
+/// Two observers, each told everything (the FFI layer's caches have the
+/// size advisor and the auto sizer, each usually absent).
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    #[inline(always)]
+    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+        self.0.on_find(offset, slot);
+        self.1.on_find(offset, slot);
+    }
+    #[inline(always)]
+    fn on_commit(&mut self, offset: u64) {
+        self.0.on_commit(offset);
+        self.1.on_commit(offset);
+    }
+    #[inline(always)]
+    fn on_remove(&mut self, slot: u32) {
+        self.0.on_remove(slot);
+        self.1.on_remove(slot);
+    }
+    #[inline(always)]
+    fn on_drain(&mut self) {
+        self.0.on_drain();
+        self.1.on_drain();
+    }
+    #[inline(always)]
+    fn on_resize(&mut self, max_entries: u32, policy: Policy, misses: u64) {
+        self.0.on_resize(max_entries, policy, misses);
+        self.1.on_resize(max_entries, policy, misses);
+    }
+}
+
 /// A boxed observer.
 impl<O: Observer + ?Sized> Observer for Box<O> {
     #[inline(always)]

@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! What an auto cache watches and wants: an [`Observer`] of the core that
+//! feeds every lookup to a [`ReuseCurve`] and says, every
+//! [`AutoSizer::DECIDE_EVERY`] lookups, that it is time to choose a size
+//! again. Choosing (under a cap, or a share of a process budget) and
+//! applying it are the caller's: the core is only told its new maximum.
+
+#![forbid(unsafe_code)]
+
+use super::curve::{smallest_near_best, ReuseCurve};
+use crate::cache::Observer;
+
+/// `committed` when no commit awaits its find.
+const NO_OFFSET: u64 = u64::MAX;
+
+/// Lookups per half window at least (the curve covers the last one to
+/// two halves): long enough that a sampled curve is smooth at the sizes
+/// that matter (hundreds of tables), short enough that a phase change is
+/// forgotten within 32,768 lookups.
+const MIN_WINDOW: u64 = 16_384;
+
+/// The most that one auto cache's tables hold without a process budget:
+/// 32 MiB, qcow2's default maximum L2 cache per image on Linux.
+pub const CAP_BYTES: u64 = 32 << 20;
+
+/// What a table is taken to cost before the cache holds one to measure: a
+/// 256 KiB table (QED's default: 64 KiB clusters, 4 per table) with the
+/// page `posix_memalign(4096, ...)` adds.
+pub const ASSUMED_TABLE_BYTES: u64 = (256 << 10) + 4096;
+
+/// The library's own bytes per cached table, at most: the entry (48), the
+/// core's node, index bucket and bit (at most 40), the curve's node, index
+/// bucket and time (at most 40), with room to spare (a unit test checks
+/// the sum).
+pub const BOOKKEEPING_PER_TABLE: u64 = 160;
+
+/// The largest size an auto cache takes (2^16 tables: 16 GiB of default
+/// tables). A fixed maximum can be larger.
+pub const MAX_AUTO_TABLES: u32 = 1 << 16;
+
+/// How many tables of `per_table` bytes fit in `bytes`: at least 1, at
+/// most [`MAX_AUTO_TABLES`].
+pub fn tables_within(bytes: u64, per_table: u64) -> u32 {
+    (bytes / per_table.max(1)).clamp(1, u64::from(MAX_AUTO_TABLES)) as u32
+}
+
+/// The curve and the decision clock of one auto cache.
+#[derive(Debug, Clone)]
+pub struct AutoSizer {
+    curve: ReuseCurve,
+    /// The offset the cache committed last, until the next find: the
+    /// caller finds a table right after committing it, and that find is
+    /// part of the miss before it, not a lookup of its own.
+    committed: u64,
+    finds: u64,
+    next_decision: u64,
+}
+
+impl AutoSizer {
+    /// Lookups between two decisions (at least; more when the curve is
+    /// deep, so a decision's `O(depth)` scan stays a small share).
+    pub const DECIDE_EVERY: u64 = 2048;
+
+    /// A sizer tracking sizes up to `depth` tables.
+    pub fn new(depth: u32) -> Self {
+        AutoSizer {
+            curve: ReuseCurve::new(depth, Self::window_for(depth)),
+            committed: NO_OFFSET,
+            finds: 0,
+            next_decision: Self::DECIDE_EVERY,
+        }
+    }
+
+    fn window_for(depth: u32) -> u64 {
+        MIN_WINDOW.max(8 * u64::from(depth))
+    }
+
+    /// The curve.
+    pub fn curve(&self) -> &ReuseCurve {
+        &self.curve
+    }
+
+    /// Tracks sizes up to `depth` from now on (the cap changed).
+    pub fn set_depth(&mut self, depth: u32) {
+        if depth != self.curve.depth() {
+            self.curve.set_depth(depth);
+        }
+    }
+
+    /// Lookups counted since the sizer started.
+    pub fn finds(&self) -> u64 {
+        self.finds
+    }
+
+    /// True when it is time to choose a size again ([`Self::decided`]
+    /// says it was done).
+    #[inline(always)]
+    pub fn due(&self) -> bool {
+        self.finds >= self.next_decision
+    }
+
+    /// A size was chosen: the next decision comes after
+    /// [`Self::DECIDE_EVERY`] more lookups (or half the depth, if more).
+    pub fn decided(&mut self) {
+        let every = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
+        self.next_decision = self.finds + every;
+    }
+
+    /// The size this cache wants on its own under `cap` tables: the
+    /// smallest within one point of hit ratio (1% of the window's
+    /// lookups) of the best size up to `cap`.
+    pub fn wanted(&self, cap: u32) -> u32 {
+        let m = self.curve.misses();
+        smallest_near_best(&m, cap, self.curve.lookups() / 100)
+    }
+}
+
+/// The maximum to set when a cache at `current` wants `wanted`: more at
+/// once (a cache short of tables misses now), fewer only for a drop of
+/// more than an eighth (a curve sampled over a window wobbles, and every
+/// table given back and wanted again is a read).
+pub fn next_maximum(current: u32, wanted: u32) -> Option<u32> {
+    let wanted = wanted.max(1);
+    if wanted > current || u64::from(wanted) * 8 < u64::from(current) * 7 {
+        Some(wanted)
+    } else {
+        None
+    }
+}
+
+impl Observer for AutoSizer {
+    #[inline(always)]
+    fn on_find(&mut self, offset: u64, _slot: Option<u32>) {
+        if offset == self.committed {
+            self.committed = NO_OFFSET;
+            self.curve.note_without_lookup(offset);
+            return;
+        }
+        self.committed = NO_OFFSET;
+        self.curve.lookup(offset);
+        self.finds += 1;
+    }
+
+    #[inline(always)]
+    fn on_commit(&mut self, offset: u64) {
+        self.committed = offset;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{Cache, Policy};
+
+    /// The caller's read path, with the size chosen as the FFI layer does
+    /// (no budget): returns the misses.
+    fn replay(trace: impl Iterator<Item = u64>, cap: u32, policy: Policy) -> (u64, Cache<u64, AutoSizer>) {
+        let mut c = Cache::with_observer(50, policy, AutoSizer::new(cap));
+        let mut misses = 0;
+        for off in trace {
+            if c.find(off).is_none() {
+                misses += 1;
+                c.commit(off, off, |_| false, |_| {});
+                assert!(c.find(off).is_some());
+            }
+            if c.observer().due() {
+                let want = c.observer().wanted(cap);
+                c.observer_mut().decided();
+                if let Some(m) = next_maximum(c.max_entries(), want) {
+                    c.set_max_entries(m, |_| false, |_| {});
+                }
+            }
+        }
+        (misses, c)
+    }
+
+    #[test]
+    fn a_loop_above_the_default_is_found_and_taken_whole() {
+        let trace = (0..100_000u64).map(|i| (i % 120 + 1) << 16);
+        let (misses, c) = replay(trace, 126, Policy::Fifo);
+        assert_eq!(c.max_entries(), 120);
+        // Learning: the first decision comes after 2,048 lookups.
+        assert!(misses < 2_048 + 2 * 120, "{misses}");
+    }
+
+    #[test]
+    fn a_phase_change_gives_tables_back() {
+        let trace = (0..100_000u64)
+            .map(|i| (i % 100 + 1) << 16)
+            .chain((0..100_000u64).map(|i| (i % 20 + 1000) << 16));
+        let (_, c) = replay(trace, 126, Policy::Fifo);
+        assert_eq!(c.max_entries(), 20);
+        assert_eq!(c.len(), 20);
+    }
+
+    #[test]
+    fn the_curve_survives_the_cache_resizing_itself() {
+        let trace = (0..50_000u64).map(|i| (i % 120 + 1) << 16);
+        let (_, c) = replay(trace, 126, Policy::Lru);
+        // The cache went 50 -> 120; the curve still saw all the lookups.
+        assert_eq!(c.observer().finds(), 50_000);
+        let curve = c.observer().curve();
+        assert_eq!(curve.misses_at(119), curve.lookups());
+        assert_eq!(curve.misses_at(120), 0);
+    }
+
+    #[test]
+    fn the_default_cap_holds_125_default_tables() {
+        let per_table = ASSUMED_TABLE_BYTES + BOOKKEEPING_PER_TABLE;
+        assert_eq!(tables_within(CAP_BYTES, per_table), 125);
+        assert_eq!(tables_within(0, per_table), 1);
+        assert_eq!(tables_within(u64::MAX, 1), MAX_AUTO_TABLES);
+    }
+
+    #[test]
+    fn bookkeeping_per_table_is_an_upper_bound() {
+        // Heap bytes per table of the core and of the curve, full.
+        let n = 4096u32;
+        let mut c: Cache<u64, AutoSizer> = Cache::with_observer(n, Policy::Sieve, AutoSizer::new(n));
+        for t in 1..=u64::from(n) {
+            c.find(t << 16);
+            c.commit(t << 16, t, |_| false, |_| {});
+        }
+        let per_table = (c.heap_bytes() + c.observer().curve().heap_bytes()) as u64 / u64::from(n);
+        let entry = 48;
+        assert!(per_table + entry <= BOOKKEEPING_PER_TABLE, "{per_table} + {entry}");
+    }
+
+    #[test]
+    fn hysteresis_grows_at_once_and_shrinks_past_an_eighth() {
+        assert_eq!(next_maximum(50, 51), Some(51));
+        assert_eq!(next_maximum(80, 71), None);
+        assert_eq!(next_maximum(80, 69), Some(69));
+        assert_eq!(next_maximum(1, 0), None);
+    }
+}

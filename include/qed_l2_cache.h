@@ -407,6 +407,38 @@ int qed_l2_cache_predict_misses(const struct L2TableCache *l2_cache, unsigned in
  */
 void qed_l2_cache_set_advisor(struct L2TableCache *l2_cache, int on);
 
+/**
+ * Make one cache size itself (non-zero `on`), or fix it at its current
+ * size (`on` 0) (extension; docs/sizing.md).
+ *
+ * Parameters: `l2_cache`, an initialised cache; `on`.
+ *
+ * An auto cache chooses its maximum from the reuse of its own lookups:
+ * the smallest size within one point of hit ratio of the best it could
+ * reach under its cap (32 MiB of tables). It keeps its current maximum
+ * until it has seen enough lookups to choose. Turning auto on for an auto
+ * cache changes nothing; `qed_l2_cache_set_max_entries` makes it a fixed
+ * cache again.
+ *
+ * # Safety
+ * As for `qed_commit_l2_cache_entry`.
+ */
+void qed_l2_cache_set_auto(struct L2TableCache *l2_cache, int on);
+
+/**
+ * The maximum number of tables a cache keeps now (extension): the one
+ * set, or the one an auto cache chose last.
+ *
+ * Parameters: `l2_cache`, an initialised cache.
+ *
+ * Returns: the maximum; 0 when `l2_cache` is not an initialised cache
+ * (a misuse).
+ *
+ * # Safety
+ * As for `qed_commit_l2_cache_entry`.
+ */
+unsigned int qed_l2_cache_get_target(const struct L2TableCache *l2_cache);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

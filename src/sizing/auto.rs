@@ -21,22 +21,22 @@ const MIN_WINDOW: u64 = 16_384;
 
 /// The most that one auto cache's tables hold without a process budget:
 /// 32 MiB, qcow2's default maximum L2 cache per image on Linux.
-pub const CAP_BYTES: u64 = 32 << 20;
+pub(crate) const CAP_BYTES: u64 = 32 << 20;
 
 /// What a table is taken to cost before the cache holds one to measure: a
 /// 256 KiB table (QED's default: 64 KiB clusters, 4 per table) with the
 /// page `posix_memalign(4096, ...)` adds.
-pub const ASSUMED_TABLE_BYTES: u64 = (256 << 10) + 4096;
+pub(crate) const ASSUMED_TABLE_BYTES: u64 = (256 << 10) + 4096;
 
 /// The library's own bytes per cached table, at most: the entry (48), the
 /// core's node, index bucket and bit (at most 40), the curve's node, index
 /// bucket and time (at most 40), with room to spare (a unit test checks
 /// the sum).
-pub const BOOKKEEPING_PER_TABLE: u64 = 160;
+pub(crate) const BOOKKEEPING_PER_TABLE: u64 = 160;
 
 /// The largest size an auto cache takes (2^16 tables: 16 GiB of default
 /// tables). A fixed maximum can be larger.
-pub const MAX_AUTO_TABLES: u32 = 1 << 16;
+pub(crate) const MAX_AUTO_TABLES: u32 = 1 << 16;
 
 /// How many tables of `per_table` bytes fit in `bytes`: at least 1, at
 /// most [`MAX_AUTO_TABLES`].
@@ -59,7 +59,7 @@ pub struct AutoSizer {
 impl AutoSizer {
     /// Lookups between two decisions (at least; more when the curve is
     /// deep, so a decision's `O(depth)` scan stays a small share).
-    pub const DECIDE_EVERY: u64 = 2048;
+    pub(crate) const DECIDE_EVERY: u64 = 2048;
 
     /// A sizer tracking sizes up to `depth` tables.
     pub fn new(depth: u32) -> Self {

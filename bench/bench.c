@@ -190,12 +190,15 @@ static double hit_op(void *p, uint64_t iters)
     return h->side == LIB ? lib_hits(h->cache, h->n, &h->x, iters) : base_hits(h->cache, h->n, &h->x, iters);
 }
 
-static double bench_hit_advisor(enum side s, unsigned n, QedL2CachePolicy policy, bool advisor)
+/* The hit loop with the advisor on or off, and the cache auto-sized
+ * (auto) or fixed. */
+static double bench_hit_mode(enum side s, unsigned n, QedL2CachePolicy policy, bool advisor, bool automode)
 {
     L2TableCache cache;
     side_init(s, &cache, n, policy);
     if (s == LIB) {
         qed_l2_cache_set_advisor(&cache, advisor);
+        qed_l2_cache_set_auto(&cache, automode);
     }
     if (s == LIB) {
         lib_fill(&cache, n);
@@ -208,7 +211,13 @@ static double bench_hit_advisor(enum side s, unsigned n, QedL2CachePolicy policy
     }
     struct hit_ctx ctx = {s, &cache, n, 0x2545F4914F6CDD1Dull}; /* uniform over the cached tables */
     double ns = best_ns_per_op(hit_op, &ctx);
-    if (s == LIB) {
+    if (automode && (cache.n_entries != n || qed_l2_cache_get_target(&cache) < n)) {
+        /* Uniform hits over n tables: the cache must keep them all. */
+        fprintf(stderr, "bench: the auto cache chose %u tables, holds %u, for uniform hits over %u\n",
+                qed_l2_cache_get_target(&cache), cache.n_entries, n);
+        failed = true;
+    }
+    if (s == LIB && !automode) {
         uint64_t m;
         int rc = qed_l2_cache_predict_misses(&cache, n, &m);
         if (advisor ? rc != 0 : rc != -1) {
@@ -218,6 +227,11 @@ static double bench_hit_advisor(enum side s, unsigned n, QedL2CachePolicy policy
     }
     side_free(s, &cache);
     return ns;
+}
+
+static double bench_hit_advisor(enum side s, unsigned n, QedL2CachePolicy policy, bool advisor)
+{
+    return bench_hit_mode(s, n, policy, advisor, false);
 }
 
 static double bench_hit(enum side s, unsigned n, QedL2CachePolicy policy)
@@ -583,6 +597,26 @@ int main(int argc, char **argv)
             b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
             off = fmin(off, bench_hit_advisor(LIB, 50, p, false));
             on = fmin(on, bench_hit_advisor(LIB, 50, p, true));
+        }
+        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
+        fflush(stdout);
+    }
+    bench_clock = CLOCK_MONOTONIC;
+    printf("\n");
+
+    /* The auto sizer's cost, timed the same way (docs/sizing.md). */
+    printf("## auto sizing cost: find (hit) + unref at 50 tables, fixed and auto, ratio to the baseline\n");
+    printf("## (thread CPU time; baseline, fixed and auto timed in turn, best of 3 rounds)\n\n");
+    printf("| policy | baseline ns | fixed ns | fixed/baseline | auto ns | auto/baseline |\n");
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+    for (unsigned p = 0; p < 3; p++) {
+        static const char *const names[] = {"fifo", "lru", "sieve"};
+        double b = INFINITY, off = INFINITY, on = INFINITY;
+        for (int round = 0; round < 3; round++) {
+            b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
+            off = fmin(off, bench_hit_mode(LIB, 50, p, false, false));
+            on = fmin(on, bench_hit_mode(LIB, 50, p, false, true));
         }
         printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
         fflush(stdout);

@@ -6,7 +6,7 @@
  * uniform hits, each a find and an unref, as bench.c's hit loop does.
  * With `miss`, each iteration is instead bench.c's miss cycle (find that
  * misses, alloc, commit that evicts, find, unref) over 4 x TABLES tables
- * in order.
+ * in order. With `auto`, the hits go to an auto-sized cache (docs/sizing.md).
  * Two runs with different ITERATIONS give the instructions of one find +
  * unref as the difference of their totals over the difference of their
  * iterations (setup and teardown cancel):
@@ -64,12 +64,14 @@ int main(int argc, char **argv)
     uint64_t iters = strtoull(argv[2], NULL, 10);
     unsigned n = argc > 3 ? (unsigned)strtoul(argv[3], NULL, 10) : 50;
     int miss = argc > 4 && strcmp(argv[4], "miss") == 0;
+    int automode = argc > 4 && strcmp(argv[4], "auto") == 0;
     uint64_t k = 0x2545F4914F6CDD1Dull;
     L2TableCache c;
     memset(&c, 0, sizeof(c));
     if (lib) {
         qed_init_l2_cache(&c);
         qed_l2_cache_set_max_entries(&c, n);
+        qed_l2_cache_set_auto(&c, automode);
         FILL(qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry);
         if (miss) {
             MISSES(qed_find_l2_cache_entry, qed_alloc_l2_cache_entry, qed_commit_l2_cache_entry,

@@ -26,6 +26,11 @@
 #include <stddef.h>
 
 /**
+ * Reuse times below this are counted exactly.
+ */
+#define EXACT_TIMES 256
+
+/**
  * How many released entries each thread keeps in quarantine: an entry is
  * recognised as released (a double unref, a commit after release) while it
  * is among the last `QED_L2_CACHE_QUARANTINE_PER_THREAD` entries released

@@ -793,8 +793,7 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
         return;
     };
     sizer.set_depth(cap);
-    let wanted = sizer.wanted(cap);
-    sizer.decided();
+    let wanted = sizer.decide(cap);
     if let Some(new) = auto::next_maximum(max, wanted) {
         // SAFETY: per the caller's guarantee.
         unsafe { resize(l2_cache, state, new) };

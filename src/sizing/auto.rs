@@ -92,23 +92,31 @@ impl AutoSizer {
         self.finds
     }
 
-    /// True when it is time to choose a size again ([`Self::decided`]
-    /// says it was done).
+    /// True when it is time to choose a size again ([`Self::decide`]).
     #[inline(always)]
     pub fn due(&self) -> bool {
         self.finds >= self.next_decision
     }
 
-    /// A size was chosen: the next decision comes after
-    /// [`Self::DECIDE_EVERY`] more lookups (or half the depth, if more).
-    pub fn decided(&mut self) {
-        let every = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
-        self.next_decision = self.finds + every;
-    }
-
     /// The size this cache wants on its own under `cap` tables: the
     /// smallest within one point of hit ratio (1% of the window's
-    /// lookups) of the best size up to `cap`.
+    /// lookups) of the best size up to `cap`. Also forgets the tables
+    /// whose reuse could only hit in a cache larger than `cap`, and
+    /// schedules the next decision [`Self::DECIDE_EVERY`] lookups on (or
+    /// half the depth, if more).
+    pub fn decide(&mut self, cap: u32) -> u32 {
+        let wanted = self.wanted(cap);
+        let every = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
+        if let Some(t) = self.curve.eviction_time(cap) {
+            // Twice the eviction time at the cap, and a decision's worth
+            // of lookups: what is older misses at every size up to the cap.
+            self.curve.forget_older_than(2 * t + every);
+        }
+        self.next_decision = self.finds + every;
+        wanted
+    }
+
+    /// See [`Self::decide`] (without its side effects).
     pub fn wanted(&self, cap: u32) -> u32 {
         let m = self.curve.misses();
         smallest_near_best(&m, cap, self.curve.lookups() / 100)
@@ -130,20 +138,28 @@ pub fn next_maximum(current: u32, wanted: u32) -> Option<u32> {
 
 impl Observer for AutoSizer {
     #[inline(always)]
-    fn on_find(&mut self, offset: u64, _slot: Option<u32>) {
+    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
         if offset == self.committed {
             self.committed = NO_OFFSET;
-            self.curve.note_without_lookup(offset);
+            self.curve.note_without_lookup(offset, slot);
             return;
         }
         self.committed = NO_OFFSET;
-        self.curve.lookup(offset);
+        self.curve.lookup(offset, slot);
         self.finds += 1;
     }
 
     #[inline(always)]
     fn on_commit(&mut self, offset: u64) {
         self.committed = offset;
+    }
+
+    fn on_remove(&mut self, slot: u32) {
+        self.curve.slot_removed(slot);
+    }
+
+    fn on_drain(&mut self) {
+        self.curve.cache_drained();
     }
 }
 
@@ -164,8 +180,7 @@ mod tests {
                 assert!(c.find(off).is_some());
             }
             if c.observer().due() {
-                let want = c.observer().wanted(cap);
-                c.observer_mut().decided();
+                let want = c.observer_mut().decide(cap);
                 if let Some(m) = next_maximum(c.max_entries(), want) {
                     c.set_max_entries(m, |_| false, |_| {});
                 }

@@ -2,29 +2,36 @@
 //! A cache's miss curve at every size at once, over a sliding window of its
 //! lookups: what an auto-sized cache decides its size from.
 //!
-//! It is the LRU stack of Mattson et al.: a lookup of a table that `d`
-//! other tables were looked up since its previous lookup (its *reuse
-//! distance*) hits in an LRU cache of more than `d` tables and misses in
-//! every smaller one, so one histogram of distances is the whole curve.
-//! The distance is counted with a Fenwick tree over the times of each
-//! table's last lookup (how many tables were looked up after it), so a
-//! lookup costs one hash probe and three `O(log n)` walks whatever the
-//! sizes tracked; times are renumbered when they run out (`O(n)`, once per
-//! `n` lookups). Tables are tracked down to `depth` in the stack (the
-//! largest size the cache may take); beyond that a lookup counts as a miss
-//! at every size, like a first lookup.
+//! Each lookup records its *reuse time*: how many lookups ago the same
+//! table was looked up last. The curve comes from the histogram of reuse
+//! times by the average-eviction-time model of LRU (Hu et al., "Kinetic
+//! Modeling of Data Eviction in Cache", USENIX ATC '16): with `P(t)` the
+//! share of lookups whose reuse time is more than `t`, an LRU cache of `c`
+//! tables evicts a table about `T(c)` lookups after its last use, where
+//! `∫₀^T(c) P(t) dt = c`, and misses a share `P(T(c))` of lookups. The
+//! model is exact for a loop (a cliff at its length) and for uniform
+//! lookups, and close for skewed ones.
 //!
-//! The curve is exact for LRU. FIFO and SIEVE caches get the same curve as
-//! an estimate: their curves have the same cliffs (a loop over `n` tables
-//! misses everything below `n` under all three) and differ in slope on
-//! skewed workloads, where FIFO needs somewhat more tables than LRU for the
-//! same hit ratio. Unlike the exact advisor it survives every resize of the
-//! cache, since nothing in it depends on the cache's maximum.
+//! Why reuse times and not the exact LRU stack distances: a lookup costs a
+//! load and a store of the table's last time (through the real cache's slot
+//! on a hit, a hash probe otherwise) and one histogram increment, where an
+//! exact stack distance needs a tree walk per lookup; on the hit path that
+//! is the difference between a few nanoseconds and tens.
 //!
-//! Window: the histogram is kept in two halves of [`ReuseCurve::window`]
-//! lookups each; when the current half is full it replaces the previous
-//! one. The curve is the sum of both: the last `window` to `2 * window`
-//! lookups, so a phase change is forgotten within `2 * window` lookups.
+//! Times are kept exactly below [`EXACT_TIMES`] and to 1/32 of their value
+//! above (32 buckets per power of two), each bucket counted at its upper
+//! end, so a cliff is found at or just above its real size, never below.
+//! Times of `2^24` lookups or more count as far, like a first lookup.
+//!
+//! FIFO and SIEVE caches get the LRU curve as an estimate: the cliffs are
+//! the same (a loop over `n` tables misses everything below `n` under all
+//! three), the slopes differ somewhat on skewed workloads. Nothing in the
+//! curve depends on the cache's maximum, so it survives every resize.
+//!
+//! Window: the histogram is kept in two halves of `window` lookups; when
+//! the current half is full it replaces the previous one. The curve is the
+//! sum of both, the last `window` to `2 * window` lookups, so a phase
+//! change is forgotten within `2 * window` lookups.
 
 #![forbid(unsafe_code)]
 
@@ -32,201 +39,174 @@ use crate::cache::index::OffsetIndex;
 
 const NIL: u32 = u32::MAX;
 
-/// Smallest number of times (Fenwick positions) kept.
-const MIN_TIMES: usize = 64;
+/// Reuse times below this are counted exactly.
+pub const EXACT_TIMES: u64 = 256;
+
+/// Buckets per power of two above [`EXACT_TIMES`].
+const PER_OCTAVE: u64 = 32;
+
+/// Reuse times from `2^FAR_BITS` on count as far.
+const FAR_BITS: u32 = 24;
+
+/// Histogram buckets: the exact ones, the octaves up to `2^FAR_BITS`, and
+/// the far bucket last.
+const BUCKETS: usize = EXACT_TIMES as usize + ((FAR_BITS - 8) as u64 * PER_OCTAVE) as usize + 1;
+
+/// `Node::last` of a free node.
+const FREE: u64 = u64::MAX;
+
+/// The bucket of reuse time `t` (at least 1).
+#[inline(always)]
+fn bucket(t: u64) -> usize {
+    if t < EXACT_TIMES {
+        return t as usize;
+    }
+    let k = 63 - t.leading_zeros();
+    if k >= FAR_BITS {
+        return BUCKETS - 1;
+    }
+    let sub = (t >> (k - 5)) & (PER_OCTAVE - 1);
+    EXACT_TIMES as usize + ((u64::from(k) - 8) * PER_OCTAVE + sub) as usize
+}
+
+/// The largest reuse time bucket `i` holds (not the far bucket).
+fn bucket_end(i: usize) -> u64 {
+    if (i as u64) < EXACT_TIMES {
+        return i as u64;
+    }
+    let j = i as u64 - EXACT_TIMES;
+    let k = j / PER_OCTAVE + 8;
+    let sub = j % PER_OCTAVE;
+    let width = 1u64 << (k - 5);
+    (1u64 << k) + sub * width + width - 1
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Node {
     offset: u64,
-    /// The time of the last lookup: its position in the Fenwick tree.
-    time: u32,
-    /// Towards the most recent lookup (the head).
-    newer: u32,
-    /// Towards the least recent (the tail).
-    older: u32,
+    /// The lookup count at its last lookup; [`FREE`] for a free node.
+    last: u64,
 }
 
-/// The reuse-distance histogram of a cache's lookups, over a window.
+/// The reuse-time histogram of a cache's lookups, over a window.
 #[derive(Debug, Clone)]
 pub struct ReuseCurve {
     depth: u32,
     nodes: Vec<Node>,
     free: Vec<u32>,
-    newest: u32,
-    oldest: u32,
-    len: u32,
     index: OffsetIndex,
-    /// Fenwick tree over times `1..times.len()`: 1 at the time of each
-    /// tracked table's last lookup.
-    times: Vec<u32>,
-    next_time: u32,
-    /// Lookups by distance, this half and the previous one. Index `d` <
-    /// `depth`: distance `d`; the last index (grown on demand, never past
-    /// `depth`): distance `depth` or more, or first lookup.
+    /// The node of each real cache slot, as last seen (checked against the
+    /// offset before use, so a stale one only costs the hash probe).
+    by_slot: Vec<u32>,
+    /// Lookups counted so far: the clock of reuse times.
+    now: u64,
     current: Vec<u32>,
     previous: Vec<u32>,
     current_lookups: u64,
     previous_lookups: u64,
-    /// Far lookups (distance `depth` or more, or never seen) of each half.
-    current_far: u64,
-    previous_far: u64,
     window: u64,
 }
 
 impl ReuseCurve {
-    /// A curve tracking sizes `1..=depth` (at least 1) over halves of
-    /// `window` lookups (at least 1).
+    /// A curve of sizes `1..=depth` (at least 1) over halves of `window`
+    /// lookups (at least 1).
     pub fn new(depth: u32, window: u64) -> Self {
         ReuseCurve {
             depth: depth.max(1),
             nodes: Vec::new(),
             free: Vec::new(),
-            newest: NIL,
-            oldest: NIL,
-            len: 0,
             index: OffsetIndex::new(),
-            times: vec![0; MIN_TIMES + 1],
-            next_time: 1,
-            current: Vec::new(),
-            previous: Vec::new(),
+            by_slot: Vec::new(),
+            now: 0,
+            current: vec![0; BUCKETS],
+            previous: vec![0; BUCKETS],
             current_lookups: 0,
             previous_lookups: 0,
-            current_far: 0,
-            previous_far: 0,
             window: window.max(1),
         }
     }
 
-    /// The largest size tracked.
+    /// The largest size the curve is computed for.
     pub fn depth(&self) -> u32 {
         self.depth
     }
 
-    /// Lookups per half of the window.
-    pub fn window(&self) -> u64 {
-        self.window
-    }
-
-    /// Tracks sizes up to `depth` (at least 1) from now on; lowering it
-    /// forgets the tables beyond it.
+    /// Computes the curve up to `depth` (at least 1) from now on.
     pub fn set_depth(&mut self, depth: u32) {
         self.depth = depth.max(1);
-        while self.len > self.depth {
-            self.drop_oldest();
-        }
-        for h in [&mut self.current, &mut self.previous] {
-            if h.len() > self.depth as usize {
-                let far: u32 = h[self.depth as usize..].iter().sum();
-                h.truncate(self.depth as usize);
-                h.push(far);
-            }
-        }
     }
 
-    /// Tables tracked now.
-    pub fn tracked(&self) -> u32 {
-        self.len
+    /// Tables whose last lookup is remembered now.
+    pub fn tracked(&self) -> usize {
+        self.index.len()
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.free.capacity() * 4
+            + (self.free.capacity() + self.by_slot.capacity()) * 4
             + self.index.heap_bytes()
-            + self.times.capacity() * 4
             + (self.current.capacity() + self.previous.capacity()) * 4
     }
 
-    /// One lookup of `offset`, counted: returns its distance, `None` when
-    /// it is at least `depth` or the table was not tracked.
-    pub fn lookup(&mut self, offset: u64) -> Option<u32> {
-        let distance = self.touch(offset);
-        let d = match distance {
-            Some(d) if d < self.depth => d as usize,
-            _ => {
-                self.current_far += 1;
-                self.depth as usize
+    /// One lookup of `offset`, counted; `slot` is where the real cache
+    /// holds the table, if it does. Returns its reuse time, `None` for a
+    /// table not looked up before (or forgotten).
+    #[inline]
+    pub fn lookup(&mut self, offset: u64, slot: Option<u32>) -> Option<u64> {
+        self.now += 1;
+        let now = self.now;
+        let node = match slot.and_then(|s| self.by_slot.get(s as usize)) {
+            Some(&n) if n != NIL && self.nodes[n as usize].offset == offset => Some(n),
+            _ => self.find_node(offset, slot),
+        };
+        let reuse = match node {
+            Some(n) => {
+                let node = &mut self.nodes[n as usize];
+                let t = now - node.last;
+                node.last = now;
+                Some(t)
+            }
+            None => {
+                self.insert(offset, now, slot);
+                None
             }
         };
-        if self.current.len() <= d {
-            self.current.resize(d + 1, 0);
-        }
-        self.current[d] += 1;
+        self.current[reuse.map_or(BUCKETS - 1, bucket)] += 1;
         self.current_lookups += 1;
         if self.current_lookups >= self.window {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.current.clear();
-            self.previous_lookups = std::mem::take(&mut self.current_lookups);
-            self.previous_far = std::mem::take(&mut self.current_far);
+            self.next_half();
         }
-        distance.filter(|&d| d < self.depth)
+        reuse
     }
 
-    /// Makes `offset` the most recent table without counting a lookup,
-    /// unless it is tracked already (then it stays where it is): a table
-    /// the caller committed without a lookup that missed (one it created),
-    /// or the lookup that follows a commit (part of the miss before it).
-    pub fn note_without_lookup(&mut self, offset: u64) {
+    #[cold]
+    fn next_half(&mut self) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.fill(0);
+        self.previous_lookups = std::mem::take(&mut self.current_lookups);
+    }
+
+    /// The node of `offset` by its hash; remembered for `slot`.
+    fn find_node(&mut self, offset: u64, slot: Option<u32>) -> Option<u32> {
         let nodes = &self.nodes;
-        if self.index.get(offset, |n| nodes[n as usize].offset).is_none() {
-            self.insert_newest(offset);
+        let n = self.index.get(offset, |n| nodes[n as usize].offset)?;
+        self.remember_slot(slot, n);
+        Some(n)
+    }
+
+    fn remember_slot(&mut self, slot: Option<u32>, n: u32) {
+        if let Some(s) = slot {
+            let s = s as usize;
+            if self.by_slot.len() <= s {
+                self.by_slot.resize(s + 1, NIL);
+            }
+            self.by_slot[s] = n;
         }
     }
 
-    /// Lookups in the window.
-    pub fn lookups(&self) -> u64 {
-        self.current_lookups + self.previous_lookups
-    }
-
-    /// Misses in the window had the cache held `size` tables (LRU), for
-    /// `size` up to `depth`.
-    pub fn misses_at(&self, size: u32) -> u64 {
-        let s = size.min(self.depth) as usize;
-        let hits: u64 = [&self.current, &self.previous]
-            .iter()
-            .map(|h| h.iter().take(s).map(|&n| u64::from(n)).sum::<u64>())
-            .sum();
-        self.lookups() - hits
-    }
-
-    /// The whole curve: `m[s]` = misses in the window at `s` tables, for
-    /// `s` in `0..=depth` (`m[0]` = every lookup).
-    pub fn misses(&self) -> Vec<u64> {
-        let mut m = Vec::with_capacity(self.depth as usize + 1);
-        let mut left = self.lookups();
-        m.push(left);
-        for d in 0..self.depth as usize {
-            let at = |h: &Vec<u32>| u64::from(h.get(d).copied().unwrap_or(0));
-            left -= at(&self.current) + at(&self.previous);
-            m.push(left);
-        }
-        m
-    }
-
-    /// Moves (or inserts) `offset` to the most recent place; returns the
-    /// number of tables looked up since its last lookup, if tracked.
-    fn touch(&mut self, offset: u64) -> Option<u32> {
-        let nodes = &self.nodes;
-        let Some(n) = self.index.get(offset, |n| nodes[n as usize].offset) else {
-            self.insert_newest(offset);
-            return None;
-        };
-        let time = self.nodes[n as usize].time;
-        let distance = self.len - self.prefix(time);
-        self.add(time, -1);
-        self.unlink(n);
-        self.link_newest(n);
-        self.stamp(n);
-        Some(distance)
-    }
-
-    fn insert_newest(&mut self, offset: u64) {
-        let node = Node {
-            offset,
-            time: 0,
-            newer: NIL,
-            older: NIL,
-        };
+    fn insert(&mut self, offset: u64, last: u64, slot: Option<u32>) -> u32 {
+        let node = Node { offset, last };
         let n = match self.free.pop() {
             Some(n) => {
                 self.nodes[n as usize] = node;
@@ -239,110 +219,133 @@ impl ReuseCurve {
         };
         let nodes = &self.nodes;
         self.index.insert(offset, n, |n| nodes[n as usize].offset);
-        self.len += 1;
-        self.link_newest(n);
-        self.stamp(n);
-        if self.len > self.depth {
-            self.drop_oldest();
+        self.remember_slot(slot, n);
+        n
+    }
+
+    /// Remembers `offset` as looked up now without counting a lookup,
+    /// unless it is remembered already (then it is left as it is): a table
+    /// the caller committed without a lookup that missed (one it created),
+    /// or the lookup that follows a commit (part of the miss before it).
+    pub fn note_without_lookup(&mut self, offset: u64, slot: Option<u32>) {
+        if self.find_node(offset, slot).is_none() {
+            self.insert(offset, self.now, slot);
         }
     }
 
-    fn drop_oldest(&mut self) {
-        let n = self.oldest;
-        let Node { offset, time, .. } = self.nodes[n as usize];
-        self.add(time, -1);
-        self.unlink(n);
-        let nodes = &self.nodes;
-        self.index.remove(offset, |n| nodes[n as usize].offset);
-        self.free.push(n);
-        self.len -= 1;
-    }
-
-    /// Gives `n` (linked newest) the next time.
-    fn stamp(&mut self, n: u32) {
-        if self.next_time as usize >= self.times.len() {
-            self.renumber();
-        }
-        let t = self.next_time;
-        self.next_time += 1;
-        self.nodes[n as usize].time = t;
-        self.add(t, 1);
-    }
-
-    /// Times ran out: gives the tracked tables times `1..=len`, oldest
-    /// first (the node being stamped, already newest, gets its own after),
-    /// in a tree sized for twice as many.
-    fn renumber(&mut self) {
-        let size = (2 * self.len as usize + 2).max(MIN_TIMES);
-        self.times.clear();
-        self.times.resize(size + 1, 0);
-        let mut t = 0;
-        let mut cur = self.oldest;
-        while cur != NIL {
-            let node = &mut self.nodes[cur as usize];
-            // The newest node is the one being stamped: it has no time yet
-            // unless it is an older node moved up (its old time was
-            // removed from the tree already).
-            if cur != self.newest {
-                t += 1;
-                node.time = t;
-                self.times[t as usize] = 1;
-            }
-            cur = node.newer;
-        }
-        // Linear Fenwick construction.
-        for i in 1..=size {
-            let j = i + (i & i.wrapping_neg());
-            if j <= size {
-                self.times[j] += self.times[i];
+    /// Forgets tables not looked up for more than `age` lookups: their
+    /// next lookup counts as far. `O(tables remembered)`.
+    pub fn forget_older_than(&mut self, age: u64) {
+        let now = self.now;
+        for n in 0..self.nodes.len() {
+            let Node { offset, last } = self.nodes[n];
+            if last != FREE && now - last > age {
+                let nodes = &self.nodes;
+                self.index.remove(offset, |n| nodes[n as usize].offset);
+                self.nodes[n].last = FREE;
+                self.free.push(n as u32);
             }
         }
-        self.next_time = t + 1;
     }
 
-    /// Tracked tables whose last lookup was at `time` or before.
-    fn prefix(&self, time: u32) -> u32 {
-        let mut i = time as usize;
-        let mut sum = 0;
-        while i > 0 {
-            sum += self.times[i];
-            i &= i - 1;
-        }
-        sum
+    /// Lookups in the window.
+    pub fn lookups(&self) -> u64 {
+        self.current_lookups + self.previous_lookups
     }
 
-    fn add(&mut self, time: u32, delta: i32) {
-        let mut i = time as usize;
-        while i < self.times.len() {
-            self.times[i] = self.times[i].wrapping_add_signed(delta);
-            i += i & i.wrapping_neg();
+    /// The model's walk over the window's histogram: for each step of
+    /// `P(t)`, the cache size the step reaches and the misses before it.
+    /// Calls `f(size_reached, misses)` per step, in increasing size; after
+    /// the last one, the misses are the far lookups at every larger size.
+    fn walk(&self, mut f: impl FnMut(f64, u64) -> bool) -> u64 {
+        let total = self.lookups();
+        let mut left = total; // lookups with a reuse time above t
+        let mut area = 0.0f64;
+        let mut t = 0u64;
+        if total == 0 {
+            return 0;
+        }
+        for i in 1..BUCKETS - 1 {
+            let n = u64::from(self.current[i]) + u64::from(self.previous[i]);
+            if n == 0 {
+                continue;
+            }
+            let end = bucket_end(i);
+            area += (end - t) as f64 * left as f64 / total as f64;
+            t = end;
+            if !f(area, left) {
+                return left;
+            }
+            left -= n;
+        }
+        left
+    }
+
+    /// Misses in the window had the cache held `size` tables.
+    pub fn misses_at(&self, size: u32) -> u64 {
+        let mut at = None;
+        let far = self.walk(|reached, misses| {
+            if f64::from(size) < reached - 1e-9 {
+                at = Some(misses);
+                return false;
+            }
+            true
+        });
+        at.unwrap_or(far)
+    }
+
+    /// The whole curve: `m[s]` = misses in the window at `s` tables, for
+    /// `s` in `0..=depth` (`m[0]` = every lookup).
+    pub fn misses(&self) -> Vec<u64> {
+        let depth = self.depth as usize;
+        let mut m = Vec::with_capacity(depth + 1);
+        m.push(self.lookups());
+        let far = self.walk(|reached, misses| {
+            while m.len() <= depth && (m.len() as f64) < reached - 1e-9 {
+                m.push(misses);
+            }
+            m.len() <= depth
+        });
+        m.resize(depth + 1, far);
+        m
+    }
+
+    /// The eviction time of an LRU cache of `size` tables: lookups after
+    /// which an unused table has left it; `None` when the window's tables
+    /// all fit.
+    pub fn eviction_time(&self, size: u32) -> Option<u64> {
+        let total = self.lookups();
+        let mut left = total;
+        let mut area = 0.0f64;
+        let mut t = 0u64;
+        for i in 1..BUCKETS - 1 {
+            let n = u64::from(self.current[i]) + u64::from(self.previous[i]);
+            if n == 0 {
+                continue;
+            }
+            let end = bucket_end(i);
+            let step = (end - t) as f64 * left as f64 / total.max(1) as f64;
+            if area + step >= f64::from(size) {
+                let dt = (f64::from(size) - area) * total as f64 / left.max(1) as f64;
+                return Some(t + dt.ceil() as u64);
+            }
+            area += step;
+            t = end;
+            left -= n;
+        }
+        (left > 0).then(|| t + ((f64::from(size) - area) * total as f64 / left as f64).ceil() as u64)
+    }
+
+    /// The real cache's slot `slot` was emptied.
+    pub fn slot_removed(&mut self, slot: u32) {
+        if let Some(n) = self.by_slot.get_mut(slot as usize) {
+            *n = NIL;
         }
     }
 
-    fn unlink(&mut self, n: u32) {
-        let Node { newer, older, .. } = self.nodes[n as usize];
-        match newer {
-            NIL => self.newest = older,
-            x => self.nodes[x as usize].older = older,
-        }
-        match older {
-            NIL => self.oldest = newer,
-            x => self.nodes[x as usize].newer = newer,
-        }
-    }
-
-    fn link_newest(&mut self, n: u32) {
-        let old_newest = self.newest;
-        {
-            let node = &mut self.nodes[n as usize];
-            node.newer = NIL;
-            node.older = old_newest;
-        }
-        match old_newest {
-            NIL => self.oldest = n,
-            x => self.nodes[x as usize].newer = n,
-        }
-        self.newest = n;
+    /// The real cache was emptied.
+    pub fn cache_drained(&mut self) {
+        self.by_slot.clear();
     }
 }
 
@@ -360,7 +363,6 @@ pub fn smallest_near_best(m: &[u64], cap: u32, slack: u64) -> u32 {
 mod tests {
     use super::*;
     use crate::cache::{Cache, Policy};
-    use std::collections::HashSet;
 
     /// Exact LRU misses at `size` for `trace`, by the core cache itself.
     fn lru_misses(trace: &[u64], size: u32) -> u64 {
@@ -381,104 +383,125 @@ mod tests {
     }
 
     #[test]
-    fn the_curve_is_exact_lru_at_every_size() {
-        let mut seed = 7;
-        let trace: Vec<u64> = (0..20_000)
-            .map(|i| {
-                let r = lcg(&mut seed);
-                // A hot set of 10, a loop of 30, uniform over 200.
-                let t = match i % 3 {
-                    0 => r % 10,
-                    1 => 10 + (i / 3) % 30,
-                    _ => 40 + r % 200,
-                };
-                (t + 1) << 16
-            })
-            .collect();
-        let mut c = ReuseCurve::new(64, u64::MAX);
-        for &t in &trace {
-            c.lookup(t);
+    fn buckets_are_exact_then_logarithmic_and_counted_at_their_end() {
+        for t in 1..EXACT_TIMES {
+            assert_eq!(bucket(t), t as usize);
+            assert_eq!(bucket_end(bucket(t)), t);
         }
-        let m = c.misses();
-        assert_eq!(m.len(), 65);
-        assert_eq!(m[0], trace.len() as u64);
-        for s in [1, 2, 5, 9, 10, 11, 29, 30, 31, 40, 41, 63, 64] {
-            assert_eq!(m[s], lru_misses(&trace, s as u32), "size {s}");
-            assert_eq!(c.misses_at(s as u32), m[s]);
+        let mut last = bucket(EXACT_TIMES - 1);
+        for t in EXACT_TIMES..1 << 20 {
+            let b = bucket(t);
+            assert!(b == last || b == last + 1, "t {t}");
+            assert!(bucket_end(b) >= t && bucket_end(b) - t < t / 32 + 1, "t {t}");
+            last = b;
         }
-        assert!(c.tracked() <= 64);
+        assert_eq!(bucket(1 << FAR_BITS), BUCKETS - 1);
+        assert_eq!(bucket((1 << FAR_BITS) - 1), BUCKETS - 2);
     }
 
     #[test]
-    fn renumbering_keeps_distances() {
-        // Few tables, many lookups: times run out again and again.
-        let mut c = ReuseCurve::new(8, u64::MAX);
-        for round in 0..1000u64 {
-            for t in 1..=5u64 {
-                let d = c.lookup(t << 16);
-                if round > 0 {
-                    assert_eq!(d, Some(4), "round {round} table {t}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn depth_bounds_what_is_tracked() {
-        let mut c = ReuseCurve::new(10, u64::MAX);
-        for round in 0..3u64 {
-            for t in 1..=20u64 {
-                assert_eq!(c.lookup(t << 16), None, "round {round}");
-            }
-        }
-        assert_eq!(c.tracked(), 10);
-        assert_eq!(c.misses_at(10), 60);
-        c.set_depth(4);
-        assert_eq!(c.tracked(), 4);
-        // Tables 17..=20 are the four most recent.
-        assert_eq!(c.lookup(17 << 16), Some(3));
-    }
-
-    #[test]
-    fn a_loop_is_a_cliff() {
+    fn a_loop_is_an_exact_cliff() {
         let mut c = ReuseCurve::new(200, u64::MAX);
         for i in 0..12_000u64 {
-            c.lookup((i % 120 + 1) << 16);
+            c.lookup((i % 120 + 1) << 16, None);
         }
         let m = c.misses();
+        assert_eq!(m.len(), 201);
         assert_eq!(m[119], 12_000);
         assert_eq!(m[120], 120);
+        assert_eq!(c.misses_at(120), 120);
+        assert_eq!(c.misses_at(119), 12_000);
         assert_eq!(smallest_near_best(&m, 200, 120), 120);
         // Under a cap below the loop, nothing helps: the smallest is 1.
         assert_eq!(smallest_near_best(&m, 100, 120), 1);
     }
 
     #[test]
+    fn uniform_and_skewed_curves_are_close_to_exact_lru() {
+        let mut seed = 7;
+        let uniform: Vec<u64> = (0..60_000).map(|_| (lcg(&mut seed) % 200 + 1) << 16).collect();
+        let hot: Vec<u64> = (0..60_000)
+            .map(|_| {
+                let r = lcg(&mut seed);
+                let t = if r % 10 < 9 { r / 10 % 30 } else { 30 + r / 10 % 170 };
+                (t + 1) << 16
+            })
+            .collect();
+        for trace in [&uniform, &hot] {
+            let mut c = ReuseCurve::new(200, u64::MAX);
+            for &t in trace.iter() {
+                c.lookup(t, None);
+            }
+            let m = c.misses();
+            for s in [10u32, 30, 50, 100, 150] {
+                let exact = lru_misses(trace, s);
+                let err = m[s as usize].abs_diff(exact) as f64 / trace.len() as f64;
+                assert!(err < 0.02, "size {s}: model {} exact {exact}", m[s as usize]);
+            }
+        }
+    }
+
+    #[test]
     fn the_window_forgets_an_old_phase() {
         let mut c = ReuseCurve::new(200, 1000);
         for i in 0..5000u64 {
-            c.lookup((i % 100 + 1) << 16);
+            c.lookup((i % 100 + 1) << 16, None);
         }
         assert_eq!(smallest_near_best(&c.misses(), 200, c.lookups() / 100), 100);
         for i in 0..2000u64 {
-            c.lookup((i % 20 + 1000) << 16);
+            c.lookup((i % 20 + 1000) << 16, None);
         }
         assert!((1000..=2000).contains(&c.lookups()));
         assert_eq!(smallest_near_best(&c.misses(), 200, c.lookups() / 100), 20);
     }
 
     #[test]
-    fn a_commit_without_lookup_tracks_without_counting() {
+    fn slots_shortcut_the_hash_and_stale_slots_are_harmless() {
         let mut c = ReuseCurve::new(10, u64::MAX);
-        c.note_without_lookup(1 << 16);
+        assert_eq!(c.lookup(1 << 16, Some(0)), None);
+        assert_eq!(c.lookup(2 << 16, Some(1)), None);
+        assert_eq!(c.lookup(1 << 16, Some(0)), Some(2));
+        // Slot 0 now holds another table: the offset check catches it.
+        assert_eq!(c.lookup(2 << 16, Some(0)), Some(2));
+        c.slot_removed(0);
+        assert_eq!(c.lookup(1 << 16, Some(0)), Some(2));
+        c.cache_drained();
+        assert_eq!(c.lookup(2 << 16, Some(5)), Some(2));
+    }
+
+    #[test]
+    fn forgotten_tables_count_as_far() {
+        let mut c = ReuseCurve::new(10, u64::MAX);
+        for t in 1..=5u64 {
+            c.lookup(t << 16, None);
+        }
+        c.forget_older_than(2);
+        assert_eq!(c.tracked(), 3);
+        assert_eq!(c.lookup(1 << 16, None), None);
+        assert_eq!(c.lookup(5 << 16, None), Some(2));
+    }
+
+    #[test]
+    fn eviction_time_inverts_the_area() {
+        let mut c = ReuseCurve::new(200, u64::MAX);
+        for i in 0..12_000u64 {
+            c.lookup((i % 120 + 1) << 16, None);
+        }
+        assert_eq!(c.eviction_time(60), Some(60));
+        assert_eq!(c.eviction_time(120), Some(120));
+        // Past the loop only first lookups are left (120 of 12,000).
+        assert_eq!(c.eviction_time(121), Some(220));
+    }
+
+    #[test]
+    fn a_commit_without_lookup_is_remembered_without_counting() {
+        let mut c = ReuseCurve::new(10, u64::MAX);
+        c.note_without_lookup(1 << 16, None);
         assert_eq!(c.lookups(), 0);
-        assert_eq!(c.lookup(1 << 16), Some(0));
-        c.lookup(2 << 16);
-        // Tracked already: stays where it is (one table after it).
-        c.note_without_lookup(1 << 16);
-        assert_eq!(c.lookup(1 << 16), Some(1));
-        let distinct: HashSet<u64> = [1u64, 2].into_iter().collect();
-        assert_eq!(c.tracked() as usize, distinct.len());
+        assert_eq!(c.lookup(1 << 16, None), Some(1));
+        c.lookup(2 << 16, None);
+        c.note_without_lookup(1 << 16, None);
+        assert_eq!(c.lookup(1 << 16, None), Some(2));
     }
 
     #[test]

@@ -369,12 +369,14 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             last_link: hide(owner),
             n_entries: 0,
         };
+        // An auto cache starts where a fixed one of the default size does.
+        let max_entries = cfg.size.initial_max();
         let advisor = cfg
             .report
-            .then(|| Box::new(Advisor::new(cfg.max_entries, cfg.policy, 0)));
+            .then(|| Box::new(Advisor::new(max_entries, cfg.policy, 0)));
         let number = registry::register(owner, || {
             CacheState::new(
-                Cache::with_observer(cfg.max_entries, cfg.policy, advisor),
+                Cache::with_observer(max_entries, cfg.policy, advisor),
                 written,
             )
         });

@@ -63,7 +63,7 @@ pub mod internals {
     pub use crate::advisor::report::recommend;
     pub use crate::advisor::{advisor, miss_curve, predict_misses, set_advisor, Advised, Point};
     pub use crate::cache::{Cache, Commit, Observer, Policy, Stats};
-    pub use crate::config::{get as config, OnMisuse};
+    pub use crate::config::{get as config, OnMisuse, Size};
     pub use crate::entry::HIDDEN_BYTES;
 
     /// What the library's records say of a pointer (nothing is read

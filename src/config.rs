@@ -387,7 +387,8 @@ mod tests {
         assert!(lines[2].contains("QED_L2_CACHE_ON_MISUSE=\"ignore\""));
         assert!(lines[3].contains("QED_L2_CACHE_TRACE=\"yes\""));
         // The messages name each default, from the one place it is set.
-        assert!(lines[0].ends_with("expected a positive integer below 2^32 or auto (default 50); using the default"));
+        assert!(lines[0]
+            .ends_with("expected a positive integer below 2^32 or auto (default 50); using the default"));
         assert!(lines[1].ends_with("expected fifo, lru or sieve (default fifo); using the default"));
         assert!(lines[2].contains("expected abort or warn (default abort)"));
         assert!(
@@ -399,7 +400,9 @@ mod tests {
         assert_eq!(lines.len(), 1);
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "99999999999")]);
         assert_eq!(lines.len(), 1);
-        for bad in [" 50", "50 ", "+7", "-0", "", "0x10", "5 0", "Auto", "AUTO", " auto", "auto "] {
+        for bad in [
+            " 50", "50 ", "+7", "-0", "", "0x10", "5 0", "Auto", "AUTO", " auto", "auto ",
+        ] {
             let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", bad)]);
             assert_eq!(lines.len(), 1, "{bad:?} must be reported");
             assert_eq!(config.size, Config::default().size, "{bad:?}");
@@ -434,7 +437,10 @@ mod tests {
         // An auto cache starts at 50 tables; a fixed one at its number.
         assert_eq!(Size::Auto.initial_max(), 50);
         assert_eq!(Size::Fixed(7).initial_max(), 7);
-        assert_eq!((Size::Auto.to_string(), Size::Fixed(7).to_string()), ("auto".into(), "7".into()));
+        assert_eq!(
+            (Size::Auto.to_string(), Size::Fixed(7).to_string()),
+            ("auto".into(), "7".into())
+        );
     }
 
     #[test]

@@ -375,10 +375,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             .report
             .then(|| Box::new(Advisor::new(max_entries, cfg.policy, 0)));
         let number = registry::register(owner, || {
-            CacheState::new(
-                Cache::with_observer(max_entries, cfg.policy, advisor),
-                written,
-            )
+            CacheState::new(Cache::with_observer(max_entries, cfg.policy, advisor), written)
         });
         if cfg.stats {
             // SAFETY: just registered at `owner`; the caller serializes

@@ -32,11 +32,55 @@ impl OnMisuse {
     }
 }
 
+/// `QED_L2_CACHE_SIZE`: a fixed maximum, or a size the cache finds for
+/// itself from its miss curve (within `QED_L2_CACHE_MEMORY`, when set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// At most this many tables (a positive number), as QEMU's constant.
+    Fixed(u32),
+    /// Sized by the library: it starts at [`AUTO_START`] tables.
+    Auto,
+}
+
+/// The tables an auto cache starts with, before its curve says more.
+/// (Not public: cbindgen would put a public constant in the C header.)
+const AUTO_START: u32 = 50;
+
+impl Size {
+    /// The maximum a new cache starts with.
+    pub fn initial_max(self) -> u32 {
+        match self {
+            Size::Fixed(n) => n,
+            Size::Auto => AUTO_START,
+        }
+    }
+
+    /// A positive integer below 2^32, or `auto`.
+    fn parse(s: &str) -> Option<Size> {
+        if s == "auto" {
+            return Some(Size::Auto);
+        }
+        positive_u32(s).map(Size::Fixed)
+    }
+}
+
+impl Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::Fixed(n) => write!(f, "{n}"),
+            Size::Auto => f.write_str("auto"),
+        }
+    }
+}
+
 /// The settings read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `QED_L2_CACHE_SIZE`.
-    pub max_entries: u32,
+    pub size: Size,
+    /// `QED_L2_CACHE_MEMORY`: the most bytes the tables of all auto caches
+    /// of the process hold together; `None`, no process-wide limit.
+    pub memory: Option<u64>,
     /// `QED_L2_CACHE_POLICY`.
     pub policy: Policy,
     /// `QED_L2_CACHE_ON_MISUSE`.
@@ -61,7 +105,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             // QEMU's MAX_L2_CACHE_SIZE.
-            max_entries: 50,
+            size: Size::Fixed(50),
+            memory: None,
             policy: Policy::Fifo,
             on_misuse: OnMisuse::Abort,
             trace: false,
@@ -77,6 +122,26 @@ impl Default for Config {
 fn positive_u32(s: &str) -> Option<u32> {
     let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     digits.then(|| s.parse::<u32>().ok()).flatten().filter(|&n| n > 0)
+}
+
+/// Bytes: decimal digits, then at most one suffix `K`, `M`, `G` or `T`
+/// (or lower case, as QEMU's own size options take), each a power of
+/// 1024. Nothing else: no sign, spaces, base prefix, exponent or `B`.
+/// Zero is refused (a budget of no bytes holds nothing; no budget is the
+/// variable unset), and so is a value that does not fit in 64 bits.
+fn bytes(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = digits.parse::<u64>().ok()?;
+    n.checked_mul(1u64 << shift).filter(|&b| b > 0)
 }
 
 /// An on/off switch: "1" on, "0" or empty off.
@@ -107,12 +172,19 @@ impl Config {
             report: &mut report,
         };
         Config {
-            max_entries: read.setting(
+            size: read.setting(
                 "QED_L2_CACHE_SIZE",
-                "a positive integer below 2^32",
-                d.max_entries,
-                d.max_entries,
-                positive_u32,
+                "a positive integer below 2^32 or auto",
+                d.size,
+                d.size,
+                Size::parse,
+            ),
+            memory: read.setting(
+                "QED_L2_CACHE_MEMORY",
+                "a positive number of bytes, with an optional K, M, G or T suffix (powers of 1024)",
+                d.memory.map_or_else(|| "no limit".to_string(), |b| b.to_string()),
+                d.memory,
+                |s| bytes(s).map(Some),
             ),
             policy: read.setting(
                 "QED_L2_CACHE_POLICY",
@@ -262,7 +334,8 @@ mod tests {
     fn defaults_without_environment() {
         let (config, lines) = parse(&[]);
         assert_eq!(config, Config::default());
-        assert_eq!(config.max_entries, 50);
+        assert_eq!(config.size, Size::Fixed(50));
+        assert_eq!(config.memory, None);
         assert!(lines.is_empty());
     }
 
@@ -281,7 +354,7 @@ mod tests {
         assert!(config.report);
         assert!(config.stats);
         assert_eq!(config.runtime_dir, Some(OsString::from("/run/user/1000")));
-        assert_eq!(config.max_entries, 1024);
+        assert_eq!(config.size, Size::Fixed(1024));
         assert_eq!(config.policy, Policy::Sieve);
         assert_eq!(config.on_misuse, OnMisuse::Warn);
         assert!(config.trace);
@@ -314,7 +387,8 @@ mod tests {
         assert!(lines[2].contains("QED_L2_CACHE_ON_MISUSE=\"ignore\""));
         assert!(lines[3].contains("QED_L2_CACHE_TRACE=\"yes\""));
         // The messages name each default, from the one place it is set.
-        assert!(lines[0].ends_with("expected a positive integer below 2^32 (default 50); using the default"));
+        assert!(lines[0]
+            .ends_with("expected a positive integer below 2^32 or auto (default 50); using the default"));
         assert!(lines[1].ends_with("expected fifo, lru or sieve (default fifo); using the default"));
         assert!(lines[2].contains("expected abort or warn (default abort)"));
         assert!(
@@ -326,16 +400,18 @@ mod tests {
         assert_eq!(lines.len(), 1);
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "99999999999")]);
         assert_eq!(lines.len(), 1);
-        for bad in [" 50", "50 ", "+7", "-0", "", "0x10", "5 0"] {
+        for bad in [
+            " 50", "50 ", "+7", "-0", "", "0x10", "5 0", "Auto", "AUTO", " auto", "auto ",
+        ] {
             let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", bad)]);
             assert_eq!(lines.len(), 1, "{bad:?} must be reported");
-            assert_eq!(config.max_entries, Config::default().max_entries, "{bad:?}");
+            assert_eq!(config.size, Config::default().size, "{bad:?}");
         }
         let (_, lines) = parse(&[("QED_L2_CACHE_SIZE", "7\n")]);
         assert!(lines.len() == 1 && !lines[0].contains('\n'), "{lines:?}");
         let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "007")]);
         assert!(lines.is_empty());
-        assert_eq!(config.max_entries, 7);
+        assert_eq!(config.size, Size::Fixed(7));
     }
 
     #[test]
@@ -351,5 +427,82 @@ mod tests {
             let (config, lines) = parse(&[("XDG_RUNTIME_DIR", dir)]);
             assert!(lines.is_empty() && config.runtime_dir.is_none(), "{dir:?}");
         }
+    }
+
+    #[test]
+    fn size_auto() {
+        let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "auto")]);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(config.size, Size::Auto);
+        // An auto cache starts at 50 tables; a fixed one at its number.
+        assert_eq!(Size::Auto.initial_max(), 50);
+        assert_eq!(Size::Fixed(7).initial_max(), 7);
+        assert_eq!(
+            (Size::Auto.to_string(), Size::Fixed(7).to_string()),
+            ("auto".into(), "7".into())
+        );
+    }
+
+    #[test]
+    fn memory_takes_bytes_with_a_binary_suffix() {
+        for (value, want) in [
+            ("1", 1u64),
+            ("4096", 4096),
+            ("007", 7),
+            ("64K", 64 << 10),
+            ("64k", 64 << 10),
+            ("64M", 64 << 20),
+            ("64m", 64 << 20),
+            ("3G", 3 << 30),
+            ("3g", 3 << 30),
+            ("2T", 2 << 40),
+            ("2t", 2 << 40),
+            ("18446744073709551615", u64::MAX),
+            ("16777215T", 16_777_215 << 40),
+        ] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_MEMORY", value)]);
+            assert!(lines.is_empty(), "{value:?}: {lines:?}");
+            assert_eq!(config.memory, Some(want), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn memory_refuses_everything_else_once() {
+        for bad in [
+            "-1",
+            "12Q",
+            "1e9",
+            " 64M",
+            "64M ",
+            "0x10",
+            "",
+            "M",
+            "k",
+            "0",
+            "0K",
+            "+64M",
+            "64MB",
+            "64MM",
+            "64 M",
+            "1.5G",
+            "64KiB",
+            "18446744073709551616",
+            "16777216T",
+            "17179869184G",
+            "64M\n",
+        ] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_MEMORY", bad)]);
+            assert_eq!(lines.len(), 1, "{bad:?} must be reported once: {lines:?}");
+            assert_eq!(config.memory, None, "{bad:?}");
+            assert_eq!(config, Config::default(), "{bad:?}");
+            assert!(!lines[0].contains('\n'), "{lines:?}");
+        }
+        let (_, lines) = parse(&[("QED_L2_CACHE_MEMORY", "12Q")]);
+        assert_eq!(
+            lines[0],
+            "qed-l2-cache: ignoring QED_L2_CACHE_MEMORY=\"12Q\": expected a positive number of \
+             bytes, with an optional K, M, G or T suffix (powers of 1024) (default no limit); \
+             using the default"
+        );
     }
 }

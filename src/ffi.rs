@@ -370,12 +370,18 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             last_link: hide(owner),
             n_entries: 0,
         };
+        // An auto cache starts where a fixed one of the default size does.
+        let max_entries = cfg.size.initial_max();
         let advisor = cfg
             .report
-            .then(|| Box::new(Advisor::new(cfg.max_entries, cfg.policy, 0)));
+            .then(|| Box::new(Advisor::new(max_entries, cfg.policy, 0)));
+        let sizer = (cfg.size == config::Size::Auto).then(|| {
+            let per_table = auto::ASSUMED_TABLE_BYTES + auto::BOOKKEEPING_PER_TABLE;
+            Box::new(AutoSizer::new(auto::tables_within(auto::CAP_BYTES, per_table)))
+        });
         let number = registry::register(owner, || {
             CacheState::new(
-                Cache::with_observer(cfg.max_entries, cfg.policy, (advisor, None)),
+                Cache::with_observer(max_entries, cfg.policy, (advisor, sizer)),
                 written,
             )
         });

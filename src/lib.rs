@@ -18,6 +18,8 @@
 //!   shared with the reader `qed-l2-cache-stat`.
 //! - `cache`: the safe core (order, policies, O(1) index, counters, the
 //!   observer interface); no unsafe code, no C, no environment, no stderr.
+//! - `sizing`: how auto caches are sized from their miss curves, and how
+//!   they share one memory budget; pure arithmetic, no unsafe code.
 //! - `advisor`: the size advisor, an observer of the core, and its report.
 //! - `config`: the environment, read once into typed values.
 //! - `publish`: the writer of the live statistics file
@@ -41,6 +43,8 @@ mod probes;
 #[allow(dead_code)]
 mod stats_layout;
 mod cache;
+// Auto caches' arithmetic; C API it is not (cbindgen skips it).
+/// cbindgen:ignore
 mod sizing;
 mod advisor;
 mod config;
@@ -64,8 +68,9 @@ pub mod internals {
     pub use crate::advisor::report::recommend;
     pub use crate::advisor::{advisor, miss_curve, predict_misses, set_advisor, Advised, Point};
     pub use crate::cache::{Cache, Commit, Observer, Policy, Stats};
-    pub use crate::config::{get as config, OnMisuse};
+    pub use crate::config::{get as config, OnMisuse, Size};
     pub use crate::entry::HIDDEN_BYTES;
+    pub use crate::sizing::budget;
 
     /// What the library's records say of a pointer (nothing is read
     /// through it).

@@ -19,10 +19,10 @@
 
 use crate::advisor::{self, report::recommend, AdvisorSlot};
 use crate::cache::Cache;
-use crate::sizing::auto::AutoSizer;
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
 use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
+use crate::sizing::auto::AutoSizer;
 use crate::stats_layout::{record, MAX_PREDICTIONS};
 use crate::sync::{process_token, Locked};
 use std::cell::UnsafeCell;

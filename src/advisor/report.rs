@@ -26,7 +26,11 @@ pub fn recommend(curve: &[Point], finds: u64) -> Option<u32> {
 /// The report's lines for `cache`, the `serial`-th cache of the process
 /// (without newlines), given the largest recommendation of the caches
 /// reported before it; and its own recommendation.
-pub fn lines<H: Copy, O: HasAdvisor>(serial: u64, cache: &Advised<H, O>, largest_before: u32) -> (Vec<String>, Option<u32>) {
+pub fn lines<H: Copy, O: HasAdvisor>(
+    serial: u64,
+    cache: &Advised<H, O>,
+    largest_before: u32,
+) -> (Vec<String>, Option<u32>) {
     let s = cache.stats();
     let n = serial;
     let mut lines = vec![format!(

@@ -238,7 +238,10 @@ mod tests {
         }
         let per_table = (c.heap_bytes() + c.observer().curve().heap_bytes()) as u64 / u64::from(n);
         let entry = 48;
-        assert!(per_table + entry <= BOOKKEEPING_PER_TABLE, "{per_table} + {entry}");
+        assert!(
+            per_table + entry <= BOOKKEEPING_PER_TABLE,
+            "{per_table} + {entry}"
+        );
     }
 
     #[test]

@@ -378,7 +378,9 @@ mod tests {
     }
 
     fn lcg(seed: &mut u64) -> u64 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *seed >> 33
     }
 
@@ -423,7 +425,11 @@ mod tests {
         let hot: Vec<u64> = (0..60_000)
             .map(|_| {
                 let r = lcg(&mut seed);
-                let t = if r % 10 < 9 { r / 10 % 30 } else { 30 + r / 10 % 170 };
+                let t = if r % 10 < 9 {
+                    r / 10 % 30
+                } else {
+                    30 + r / 10 % 170
+                };
                 (t + 1) << 16
             })
             .collect();

@@ -75,7 +75,7 @@ pub fn warn_mode() -> bool {
 /// (`QED_L2_CACHE_SIZE`, `QED_L2_CACHE_POLICY` or their defaults).
 fn init_settings() -> (u32, Policy) {
     let c = config::config();
-    (c.max_entries, c.policy)
+    (c.size.initial_max(), c.policy)
 }
 
 /// Where the driver's choices come from.

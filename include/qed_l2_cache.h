@@ -26,11 +26,6 @@
 #include <stddef.h>
 
 /**
- * Reuse times below this are counted exactly.
- */
-#define EXACT_TIMES 256
-
-/**
  * How many released entries each thread keeps in quarantine: an entry is
  * recognised as released (a double unref, a commit after release) while it
  * is among the last `QED_L2_CACHE_QUARANTINE_PER_THREAD` entries released
@@ -392,6 +387,10 @@ const char *qed_l2_cache_version(void);
  * had. The advisor is off unless `QED_L2_CACHE_REPORT=1` or
  * `qed_l2_cache_set_advisor` turned it on.
  *
+ * An auto cache (`qed_l2_cache_set_auto`) answers instead from the curve
+ * it sizes itself by: every size from 1 to its cap, over the last 16,384
+ * to 32,768 of its finds (docs/sizing.md), estimated for LRU.
+ *
  * # Safety
  * `l2_cache` as for `qed_commit_l2_cache_entry`; `misses` must be NULL
  * (a misuse) or point to a writable `uint64_t`.
@@ -429,6 +428,25 @@ void qed_l2_cache_set_advisor(struct L2TableCache *l2_cache, int on);
  * As for `qed_commit_l2_cache_entry`.
  */
 void qed_l2_cache_set_auto(struct L2TableCache *l2_cache, int on);
+
+/**
+ * Set the memory budget of every auto cache of the process together
+ * (extension; docs/sizing.md): `bytes` of tables (and the library's
+ * bookkeeping per table) at most, or no limit for 0.
+ *
+ * The auto caches share it by equal marginal gain at their next
+ * decisions; a cache whose share is lowered gives back at its next call.
+ * Each keeps at least one table. Fixed caches are outside the budget.
+ * Overrides `QED_L2_CACHE_MEMORY`.
+ */
+void qed_l2_cache_set_memory_budget(uint64_t bytes);
+
+/**
+ * The memory budget of the process's auto caches (extension): the bytes
+ * set by `qed_l2_cache_set_memory_budget` or `QED_L2_CACHE_MEMORY`, or 0
+ * for no limit.
+ */
+uint64_t qed_l2_cache_get_memory_budget(void);
 
 /**
  * The maximum number of tables a cache keeps now (extension): the one

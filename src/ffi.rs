@@ -16,6 +16,7 @@ use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
 use crate::memtools::hide;
 use crate::probes::{qed_l2_cache, qemu};
 use crate::registry::{self, CacheState, HeadWords};
+use crate::shares::{self, Decision};
 use crate::sizing::auto::{self as auto, AutoSizer};
 use crate::stderr::P;
 use crate::{ledger, lifecycle};
@@ -350,6 +351,9 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         let owner = l2_cache as usize;
         if let Some(mut stale) = registry::unregister_at(owner) {
             stale.publish_gone();
+            if let Some(share) = stale.share.take() {
+                shares::leave(share);
+            }
             // The address held a cache that was never freed (its memory may
             // have been reused since): drop that state without touching
             // the struct's old contents. A cache inherited across a fork
@@ -375,13 +379,9 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         let advisor = cfg
             .report
             .then(|| Box::new(Advisor::new(max_entries, cfg.policy, 0)));
-        let sizer = (cfg.size == config::Size::Auto).then(|| {
-            let per_table = auto::ASSUMED_TABLE_BYTES + auto::BOOKKEEPING_PER_TABLE;
-            Box::new(AutoSizer::new(auto::tables_within(auto::CAP_BYTES, per_table)))
-        });
         let number = registry::register(owner, || {
             CacheState::new(
-                Cache::with_observer(max_entries, cfg.policy, (advisor, sizer)),
+                Cache::with_observer(max_entries, cfg.policy, (advisor, None)),
                 written,
             )
         });
@@ -397,6 +397,14 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
             qtailq_init(l2_cache);
             (*l2_cache).n_entries = 0;
             (*l2_cache).handle = number;
+        }
+        if cfg.size == config::Size::Auto {
+            // SAFETY: just registered and initialised at `owner`; the
+            // caller serializes calls on the cache.
+            if let Some((_, state)) = unsafe { registry::find(owner, number) } {
+                // SAFETY: as above.
+                unsafe { set_auto(l2_cache, state, true) };
+            }
         }
     })
 }
@@ -452,6 +460,12 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
         }
         if config::get().report {
             advisor::report::print(state.serial, &state.core);
+            if state.is_auto() {
+                auto_report(state);
+            }
+        }
+        if let Some(share) = state.share.take() {
+            shares::leave(share);
         }
         state.publish_gone();
         // Drained even if the cache was inherited across a fork: the caller
@@ -762,7 +776,8 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
             return;
         }
         // A size set by hand makes an auto cache a fixed one.
-        state.core.observer_mut().1 = None;
+        // SAFETY: per this function's contract.
+        unsafe { set_auto(l2_cache, state, false) };
         // SAFETY: per this function's contract.
         unsafe { resize(l2_cache, state, max) };
     })
@@ -793,23 +808,69 @@ unsafe fn resize(l2_cache: *mut L2TableCache, state: &mut CacheState, max: c_uin
 #[cold]
 #[inline(never)]
 unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
-    let cap = auto::tables_within(auto::CAP_BYTES, state.bytes_per_table());
+    let per_table = state.bytes_per_table();
+    let budget = shares::budget();
+    // Any one cache may use the whole budget; without one, 32 MiB.
+    let cap = auto::tables_within(budget.unwrap_or(auto::CAP_BYTES), per_table);
     let max = state.core.max_entries();
-    let Some(sizer) = state.core.observer_mut().1.as_mut() else {
+    let (Some(sizer), Some(share)) = (state.core.observer_mut().1.as_mut(), state.share.as_ref()) else {
         return;
     };
-    sizer.set_depth(cap);
-    let wanted = sizer.decide(cap);
-    if let Some(new) = auto::next_maximum(max, wanted) {
+    let new = if sizer.due() {
+        sizer.set_depth(cap);
+        let (wanted, misses) = sizer.decide(cap, max);
+        // What it wants alone, with hysteresis; then what the budget gives.
+        let alone = auto::next_maximum(max, wanted).unwrap_or(max).min(cap);
+        shares::decide(
+            share,
+            Decision {
+                misses: &misses,
+                finds: sizer.finds(),
+                per_table,
+                alone,
+            },
+        )
+    } else {
+        // The grant was lowered: give back.
+        shares::give_back(share)
+    };
+    if new != max {
         // SAFETY: per the caller's guarantee.
-        unsafe { resize(l2_cache, state, new) };
+        unsafe { resize(l2_cache, state, new.max(1)) };
     }
 }
 
-/// True when `state` is an auto cache whose sizer wants a decision.
+/// True when `state` is an auto cache that must choose its size (its
+/// sizer says it is time) or give back (its grant was lowered).
 #[inline(always)]
 fn size_due(state: &CacheState) -> bool {
-    state.core.observer().1.as_ref().is_some_and(|s| s.due())
+    match &state.core.observer().1 {
+        None => false,
+        Some(sizer) => {
+            sizer.due()
+                || state
+                    .share
+                    .as_ref()
+                    .is_some_and(|s| s.lowered(state.core.max_entries()))
+        }
+    }
+}
+
+/// The auto part of the report at free (`QED_L2_CACHE_REPORT=1`).
+#[cold]
+fn auto_report(state: &CacheState) {
+    let peak_kib = state.peak_table_bytes.div_ceil(1024);
+    let budget = shares::budget().map_or_else(
+        || "none (32 MiB of tables at most)".to_string(),
+        |b| format!("{} KiB for all auto caches", b / 1024),
+    );
+    crate::stderr::write_line(format_args!(
+        "qed-l2-cache: cache {}: auto: chose {} tables last, held {} at most; peak table memory \
+         {peak_kib} KiB; budget {budget}",
+        state.serial,
+        state.core.max_entries(),
+        state.core.stats().peak_entries,
+    ));
 }
 
 /// Set the eviction policy (extension).
@@ -891,6 +952,10 @@ pub extern "C" fn qed_l2_cache_version() -> *const c_char {
 /// had. The advisor is off unless `QED_L2_CACHE_REPORT=1` or
 /// `qed_l2_cache_set_advisor` turned it on.
 ///
+/// An auto cache (`qed_l2_cache_set_auto`) answers instead from the curve
+/// it sizes itself by: every size from 1 to its cap, over the last 16,384
+/// to 32,768 of its finds (docs/sizing.md), estimated for LRU.
+///
 /// # Safety
 /// `l2_cache` as for `qed_commit_l2_cache_entry`; `misses` must be NULL
 /// (a misuse) or point to a writable `uint64_t`.
@@ -910,7 +975,15 @@ pub unsafe extern "C" fn qed_l2_cache_predict_misses(
             misuse(F, format_args!("l2_cache {}: misses is NULL", P(l2_cache)));
             return -1;
         }
-        match advisor::predict_misses(&state.core, max_entries) {
+        // An auto cache answers from its curve, every size up to its cap.
+        let auto_curve = state.core.observer().1.as_ref().map(|s| s.curve());
+        let predicted = match auto_curve {
+            Some(c) => (1..=c.depth())
+                .contains(&max_entries)
+                .then(|| c.misses_at(max_entries)),
+            None => advisor::predict_misses(&state.core, max_entries),
+        };
+        match predicted {
             Some(m) => {
                 // SAFETY: non-null and writable per the contract.
                 unsafe { misses.write_unaligned(m) };
@@ -966,19 +1039,38 @@ pub unsafe extern "C" fn qed_l2_cache_set_auto(l2_cache: *mut L2TableCache, on: 
         let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
-        set_auto(state, on != 0);
+        // SAFETY: per this function's contract.
+        unsafe { set_auto(l2_cache, state, on != 0) };
         state.publish_all();
     })
 }
 
-/// Turns auto sizing of `state` on (a new sizer) or off.
-fn set_auto(state: &mut CacheState, on: bool) {
-    let cap = auto::tables_within(auto::CAP_BYTES, state.bytes_per_table());
+/// Turns auto sizing of `state` on (a new sizer, a place in the process
+/// budget) or off. Turning it on keeps the maximum unless the budget's
+/// free bytes hold less.
+///
+/// # Safety
+/// As for [`resize`].
+unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool) {
+    let per_table = state.bytes_per_table();
+    let cap = auto::tables_within(shares::budget().unwrap_or(auto::CAP_BYTES), per_table);
     let was_counting = state.counts_bytes();
+    let max = state.core.max_entries();
     let slot = &mut state.core.observer_mut().1;
+    let mut start = max;
     match (on, slot.is_some()) {
-        (true, false) => *slot = Some(Box::new(AutoSizer::new(cap))),
-        (false, true) => *slot = None,
+        (true, false) => {
+            *slot = Some(Box::new(AutoSizer::new(cap)));
+            let (share, size) = shares::join(per_table, max);
+            state.share = Some(share);
+            start = size;
+        }
+        (false, true) => {
+            *slot = None;
+            if let Some(share) = state.share.take() {
+                shares::leave(share);
+            }
+        }
         _ => {}
     }
     if !was_counting && state.counts_bytes() {
@@ -994,6 +1086,37 @@ fn set_auto(state: &mut CacheState, on: bool) {
         state.table_bytes = 0;
         state.add_table_bytes(bytes);
     }
+    if start != max {
+        // SAFETY: per the caller's guarantee.
+        unsafe { resize(l2_cache, state, start) };
+    }
+}
+
+/// Set the memory budget of every auto cache of the process together
+/// (extension; docs/sizing.md): `bytes` of tables (and the library's
+/// bookkeeping per table) at most, or no limit for 0.
+///
+/// The auto caches share it by equal marginal gain at their next
+/// decisions; a cache whose share is lowered gives back at its next call.
+/// Each keeps at least one table. Fixed caches are outside the budget.
+/// Overrides `QED_L2_CACHE_MEMORY`.
+#[no_mangle]
+pub extern "C" fn qed_l2_cache_set_memory_budget(bytes: u64) {
+    boundary("qed_l2_cache_set_memory_budget", || {
+        lifecycle::setup();
+        shares::set_budget((bytes > 0).then_some(bytes));
+    })
+}
+
+/// The memory budget of the process's auto caches (extension): the bytes
+/// set by `qed_l2_cache_set_memory_budget` or `QED_L2_CACHE_MEMORY`, or 0
+/// for no limit.
+#[no_mangle]
+pub extern "C" fn qed_l2_cache_get_memory_budget() -> u64 {
+    boundary("qed_l2_cache_get_memory_budget", || {
+        lifecycle::setup();
+        shares::budget().unwrap_or(0)
+    })
 }
 
 /// The maximum number of tables a cache keeps now (extension): the one

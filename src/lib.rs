@@ -48,6 +48,7 @@ mod cache;
 mod sizing;
 mod advisor;
 mod config;
+mod shares;
 /// cbindgen:ignore
 mod publish;
 mod diag;

@@ -85,6 +85,7 @@ extern "C" fn at_unload() {
     // threads still run keeps it all).
     if registry::is_empty() && ledger::release_all_at_unload() {
         registry::release_all_at_unload();
+        crate::shares::release_at_unload();
         sync::release_at_unload();
     }
 }

@@ -22,6 +22,7 @@ use crate::cache::Cache;
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
 use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
+use crate::shares::Share;
 use crate::sizing::auto::AutoSizer;
 use crate::stats_layout::{record, MAX_PREDICTIONS};
 use crate::sync::{process_token, Locked};
@@ -73,6 +74,8 @@ pub struct CacheState {
     pub table_bytes: u64,
     /// The most `table_bytes` held at once, while kept.
     pub peak_table_bytes: u64,
+    /// An auto cache's place in the process budget.
+    pub share: Option<Share>,
     /// The cache's slot number (its record is number - 1), set by
     /// [`register`].
     pub number: u32,
@@ -89,6 +92,7 @@ impl CacheState {
             stats: RecordRef::NONE,
             table_bytes: 0,
             peak_table_bytes: 0,
+            share: None,
             number: 0,
         }
     }

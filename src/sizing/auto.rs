@@ -104,8 +104,11 @@ impl AutoSizer {
     /// whose reuse could only hit in a cache larger than `cap`, and
     /// schedules the next decision [`Self::DECIDE_EVERY`] lookups on (or
     /// half the depth, if more).
-    pub fn decide(&mut self, cap: u32) -> u32 {
-        let wanted = self.wanted(cap);
+    /// Returns the size and the curve it was chosen from (see
+    /// [`Self::misses`]).
+    pub fn decide(&mut self, cap: u32, current: u32) -> (u32, Vec<u64>) {
+        let m = self.misses(current);
+        let wanted = smallest_near_best(&m, cap, self.curve.lookups() / 100);
         let every = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
         if let Some(t) = self.curve.eviction_time(cap) {
             // Twice the eviction time at the cap, and a decision's worth
@@ -113,13 +116,34 @@ impl AutoSizer {
             self.curve.forget_older_than(2 * t + every);
         }
         self.next_decision = self.finds + every;
-        wanted
+        (wanted, m)
     }
 
-    /// See [`Self::decide`] (without its side effects).
-    pub fn wanted(&self, cap: u32) -> u32 {
-        let m = self.curve.misses();
-        smallest_near_best(&m, cap, self.curve.lookups() / 100)
+    /// The curve, `m[s]` for `s` in `0..=depth`, anchored at what the real
+    /// cache of `current` tables missed in the window: the model is LRU's,
+    /// and a FIFO cache holding a hot set misses more than an LRU one of
+    /// the same size (SIEVE fewer). The misses a larger cache would save
+    /// are scaled by the real misses over the model's at `current`, within
+    /// 1/2 and 4; first lookups (the misses at the largest size) are not.
+    /// A loop, where the policies agree, keeps its cliff.
+    pub fn misses(&self, current: u32) -> Vec<u64> {
+        let mut m = self.curve.misses();
+        let far = m.last().copied().unwrap_or(0);
+        let model = m
+            .get(current as usize)
+            .copied()
+            .unwrap_or(far)
+            .saturating_sub(far);
+        let real = self.curve.real_misses().saturating_sub(far);
+        if model == 0 || real == 0 {
+            return m;
+        }
+        let k = (real as f64 / model as f64).clamp(0.5, 4.0);
+        let lookups = m[0];
+        for v in m.iter_mut().skip(1) {
+            *v = ((far as f64 + (*v - far) as f64 * k).round() as u64).min(lookups);
+        }
+        m
     }
 }
 
@@ -180,7 +204,8 @@ mod tests {
                 assert!(c.find(off).is_some());
             }
             if c.observer().due() {
-                let want = c.observer_mut().decide(cap);
+                let max = c.max_entries();
+                let (want, _) = c.observer_mut().decide(cap, max);
                 if let Some(m) = next_maximum(c.max_entries(), want) {
                     c.set_max_entries(m, |_| false, |_| {});
                 }

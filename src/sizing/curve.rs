@@ -104,6 +104,9 @@ pub struct ReuseCurve {
     previous: Vec<u32>,
     current_lookups: u64,
     previous_lookups: u64,
+    /// Lookups the real cache missed, each half.
+    current_real_misses: u64,
+    previous_real_misses: u64,
     window: u64,
 }
 
@@ -122,6 +125,8 @@ impl ReuseCurve {
             previous: vec![0; BUCKETS],
             current_lookups: 0,
             previous_lookups: 0,
+            current_real_misses: 0,
+            previous_real_misses: 0,
             window: window.max(1),
         }
     }
@@ -137,11 +142,13 @@ impl ReuseCurve {
     }
 
     /// Tables whose last lookup is remembered now.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn tracked(&self) -> usize {
         self.index.len()
     }
 
     /// Heap bytes held.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn heap_bytes(&self) -> usize {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + (self.free.capacity() + self.by_slot.capacity()) * 4
@@ -174,6 +181,7 @@ impl ReuseCurve {
         };
         self.current[reuse.map_or(BUCKETS - 1, bucket)] += 1;
         self.current_lookups += 1;
+        self.current_real_misses += u64::from(slot.is_none());
         if self.current_lookups >= self.window {
             self.next_half();
         }
@@ -185,6 +193,7 @@ impl ReuseCurve {
         std::mem::swap(&mut self.current, &mut self.previous);
         self.current.fill(0);
         self.previous_lookups = std::mem::take(&mut self.current_lookups);
+        self.previous_real_misses = std::mem::take(&mut self.current_real_misses);
     }
 
     /// The node of `offset` by its hash; remembered for `slot`.
@@ -251,6 +260,12 @@ impl ReuseCurve {
     /// Lookups in the window.
     pub fn lookups(&self) -> u64 {
         self.current_lookups + self.previous_lookups
+    }
+
+    /// Lookups in the window that the real cache missed (those fed with
+    /// no slot).
+    pub fn real_misses(&self) -> u64 {
+        self.current_real_misses + self.previous_real_misses
     }
 
     /// The model's walk over the window's histogram: for each step of

@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//! The process budget's shares (docs/sizing.md, "Sharing one budget"):
+//! one record per auto cache, behind one fork-safe lock, taken only when a
+//! cache decides its size (every few thousand of its lookups), joins,
+//! leaves, or gives back tables after its grant was lowered. The hit path
+//! reads only its own cache's grant word.
+//!
+//! Each cache's size is its grant, and never more than the bytes left free
+//! by the others' current sizes: a cache whose grant went up grows only
+//! into what the caches whose grants went down have given back (each does
+//! at its next call), so the current sizes never add up to more than the
+//! budget (tables that requests hold aside, which are never evicted).
+
+use crate::config;
+use crate::sizing::budget::{share, worth_changing, Demand, MIN_GAIN};
+use crate::stderr::write_line;
+use crate::sync::Locked;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Finds of the period every demand's `finds` covers: rates are kept as
+/// fractions of the process's finds, and scaled by this for the budget.
+const PERIOD: f64 = (1u64 << 20) as f64;
+
+/// A cache's record.
+struct Member {
+    id: u64,
+    /// The cache's curve at its last decision (empty before the first:
+    /// its current size is then reserved, not shared).
+    misses: Vec<u64>,
+    /// The cache's share of the process's finds, smoothed.
+    rate: f64,
+    /// Its finds and the process's at its last decision.
+    finds_then: u64,
+    process_then: u64,
+    per_table: u64,
+    /// The size it wants on its own (the grant's ceiling).
+    alone: u32,
+    /// Its maximum now.
+    size: u32,
+    /// Its grant, read by its own calls.
+    grant: Arc<AtomicU32>,
+}
+
+struct Pool {
+    /// `QED_L2_CACHE_MEMORY` until `set_budget` (read at the first join).
+    budget: Option<u64>,
+    budget_read: bool,
+    members: Vec<Member>,
+    next_id: u64,
+    /// Finds the members reported, summed: the process's clock.
+    process_finds: u64,
+}
+
+static POOL: Locked<Pool> = Locked::new(Pool {
+    budget: None,
+    budget_read: false,
+    members: Vec::new(),
+    next_id: 1,
+    process_finds: 0,
+});
+
+/// Runs `f` on the pool with its lock held. A lock taken over in a fork
+/// child from a thread the child does not have may guard a half-updated
+/// list: the child starts with none (its inherited caches then size
+/// themselves alone until they are freed).
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    POOL.with(|p, stolen| {
+        if stolen {
+            std::mem::forget(std::mem::take(&mut p.members));
+        }
+        f(p)
+    })
+}
+
+/// The too-small-budget message is printed once per process.
+static REPORTED_SMALL: AtomicBool = AtomicBool::new(false);
+
+/// An auto cache's place in the pool.
+#[derive(Debug)]
+pub struct Share {
+    id: u64,
+    grant: Arc<AtomicU32>,
+}
+
+impl Share {
+    /// True when the cache's grant is below `max`: it must give back.
+    #[inline(always)]
+    pub fn lowered(&self, max: u32) -> bool {
+        self.grant.load(Ordering::Relaxed) < max
+    }
+}
+
+/// What a cache brings to a decision.
+pub struct Decision<'a> {
+    /// Its curve, `misses[s]` for `s` in `0..=cap`.
+    pub misses: &'a [u64],
+    /// Its lookups counted since it started.
+    pub finds: u64,
+    /// Bytes per table.
+    pub per_table: u64,
+    /// The size it wants on its own under the cap.
+    pub alone: u32,
+}
+
+/// Sets the process budget (`None`: no limit); returns the one before.
+pub fn set_budget(budget: Option<u64>) -> Option<u64> {
+    with_pool(|p| {
+        read_budget(p);
+        std::mem::replace(&mut p.budget, budget)
+    })
+}
+
+/// The process budget.
+pub fn budget() -> Option<u64> {
+    with_pool(|p| {
+        read_budget(p);
+        p.budget
+    })
+}
+
+fn read_budget(p: &mut Pool) {
+    if !p.budget_read {
+        p.budget_read = true;
+        p.budget = config::get().memory;
+    }
+}
+
+/// A new auto cache of `per_table` bytes a table that would start at
+/// `start` tables: its share, and the size it starts at (fewer when the
+/// budget's free bytes hold fewer, at least one).
+pub fn join(per_table: u64, start: u32) -> (Share, u32) {
+    with_pool(|p| {
+        read_budget(p);
+        let size = match p.budget {
+            Some(b) => start.min(free_tables(p, b, None, per_table)).max(1),
+            None => start,
+        };
+        let id = p.next_id;
+        p.next_id += 1;
+        let grant = Arc::new(AtomicU32::new(size));
+        p.members.push(Member {
+            id,
+            misses: Vec::new(),
+            rate: 0.0,
+            finds_then: 0,
+            process_then: p.process_finds,
+            per_table,
+            alone: size,
+            size,
+            grant: grant.clone(),
+        });
+        (Share { id, grant }, size)
+    })
+}
+
+/// The cache leaves (it is freed or fixed): its bytes are free.
+pub fn leave(share: Share) {
+    with_pool(|p| p.members.retain(|m| m.id != share.id));
+}
+
+/// The cache gave back down to its grant: returns the grant, now its size.
+pub fn give_back(share: &Share) -> u32 {
+    with_pool(|p| {
+        let grant = share.grant.load(Ordering::Relaxed);
+        if let Some(m) = p.members.iter_mut().find(|m| m.id == share.id) {
+            m.size = grant;
+        }
+        grant
+    })
+}
+
+/// The cache decides its size: records its curve, shares the budget again
+/// (grants change only when that saves more than [`MIN_GAIN`] of the
+/// misses), and returns its new size. Without a budget: what it wants
+/// alone.
+pub fn decide(share: &Share, d: Decision) -> u32 {
+    with_pool(|p| {
+        let Some(i) = p.members.iter().position(|m| m.id == share.id) else {
+            return d.alone;
+        };
+        let reported = d.finds - p.members[i].finds_then;
+        p.process_finds += reported;
+        let elapsed = p.process_finds - p.members[i].process_then;
+        {
+            let m = &mut p.members[i];
+            let rate = if elapsed > 0 {
+                reported as f64 / elapsed as f64
+            } else {
+                1.0
+            };
+            m.rate = if m.misses.is_empty() {
+                rate
+            } else {
+                (m.rate + rate) / 2.0
+            };
+            m.finds_then = d.finds;
+            m.process_then = p.process_finds;
+            m.misses.clear();
+            m.misses.extend_from_slice(d.misses);
+            m.per_table = d.per_table;
+            m.alone = d.alone.max(1);
+        }
+        let Some(budget) = p.budget else {
+            let m = &mut p.members[i];
+            m.size = m.alone;
+            m.grant.store(m.size, Ordering::Relaxed);
+            return m.size;
+        };
+        rebalance(p, budget);
+        let m = &p.members[i];
+        let grant = m.grant.load(Ordering::Relaxed).min(m.alone);
+        // Grow only into bytes the others have given back.
+        let room = free_tables(p, budget, Some(i), m.per_table);
+        let size = grant.min(room).max(1);
+        p.members[i].size = size;
+        size
+    })
+}
+
+/// Tables of `per_table` bytes left in `budget` by every member's current
+/// size but member `except`'s.
+fn free_tables(p: &Pool, budget: u64, except: Option<usize>, per_table: u64) -> u32 {
+    let used: u128 = p
+        .members
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| Some(j) != except)
+        .map(|(_, m)| u128::from(m.size) * u128::from(m.per_table))
+        .sum();
+    let free = u128::from(budget).saturating_sub(used) / u128::from(per_table.max(1));
+    free.min(u128::from(u32::MAX)) as u32
+}
+
+/// Shares what the members without a curve yet leave of `budget` among
+/// those with one, by equal marginal gain, and publishes the new grants
+/// when they are worth the change.
+fn rebalance(p: &mut Pool, budget: u64) {
+    let reserved: u128 = p
+        .members
+        .iter()
+        .filter(|m| m.misses.is_empty())
+        .map(|m| u128::from(m.size) * u128::from(m.per_table))
+        .sum();
+    let shared = u128::from(budget)
+        .saturating_sub(reserved)
+        .min(u128::from(u64::MAX)) as u64;
+    let with_curve: Vec<&Member> = p.members.iter().filter(|m| !m.misses.is_empty()).collect();
+    let demands: Vec<Demand> = with_curve
+        .iter()
+        .map(|m| Demand {
+            misses: &m.misses,
+            finds: (m.rate * PERIOD) as u64,
+            table_bytes: m.per_table,
+            cap: Some(m.alone),
+        })
+        .collect();
+    let proposed = share(&demands, shared);
+    if proposed.over_budget && !REPORTED_SMALL.swap(true, Ordering::Relaxed) {
+        write_line(format_args!(
+            "qed-l2-cache: QED_L2_CACHE_MEMORY={budget} bytes is less than one table for each of the \
+             {} auto caches; each keeps one table",
+            p.members.len()
+        ));
+    }
+    let current: Vec<u32> = with_curve
+        .iter()
+        .map(|m| m.grant.load(Ordering::Relaxed))
+        .collect();
+    if worth_changing(&demands, shared, &current, &proposed, MIN_GAIN) {
+        for (m, &t) in with_curve.iter().zip(&proposed.tables) {
+            m.grant.store(t, Ordering::Relaxed);
+        }
+    }
+}
+
+/// At unload: the pool's memory goes (no cache is left).
+pub fn release_at_unload() {
+    with_pool(|p| p.members = Vec::new());
+}

@@ -191,8 +191,7 @@ impl Config {
     /// when set, else [`IDLE_DEFAULT_AUTO`] for an auto-sized cache and 0
     /// (off, the C file's behaviour) for a fixed one.
     pub fn idle_seconds(&self, auto: bool) -> u64 {
-        self.idle
-            .unwrap_or(if auto { IDLE_DEFAULT_AUTO } else { 0 })
+        self.idle.unwrap_or(if auto { IDLE_DEFAULT_AUTO } else { 0 })
     }
 }
 
@@ -382,7 +381,12 @@ mod tests {
         assert!(lines.is_empty());
         assert_eq!(config.idle, None);
         assert_eq!((config.idle_seconds(false), config.idle_seconds(true)), (0, 600));
-        for (value, want) in [("0", 0), ("1", 1), ("0600", 600), ("18446744073", IDLE_MAX_SECONDS)] {
+        for (value, want) in [
+            ("0", 0),
+            ("1", 1),
+            ("0600", 600),
+            ("18446744073", IDLE_MAX_SECONDS),
+        ] {
             let (config, lines) = parse(&[("QED_L2_CACHE_IDLE", value)]);
             assert!(lines.is_empty(), "{value:?}: {lines:?}");
             assert_eq!(config.idle, Some(want), "{value:?}");
@@ -390,8 +394,18 @@ mod tests {
             assert_eq!(config.idle_seconds(true), want, "set: the same in both modes");
         }
         for bad in [
-            "-1", "12Q", "1e9", " 64", "64 ", "+5", "5s", "", "0x10",
-            "18446744074", "18446744073709551616", "99999999999999999999999",
+            "-1",
+            "12Q",
+            "1e9",
+            " 64",
+            "64 ",
+            "+5",
+            "5s",
+            "",
+            "0x10",
+            "18446744074",
+            "18446744073709551616",
+            "99999999999999999999999",
         ] {
             let (config, lines) = parse(&[("QED_L2_CACHE_IDLE", bad)]);
             assert_eq!(lines.len(), 1, "{bad:?} must be reported once");

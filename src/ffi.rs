@@ -15,7 +15,7 @@ use crate::diag::{misuse, trace, tracing, Refused};
 use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
 use crate::memtools::hide;
 use crate::probes::{qed_l2_cache, qemu};
-use crate::registry::{self, CacheState, Held, HeadWords};
+use crate::registry::{self, CacheState, HeadWords, Held};
 use crate::stderr::P;
 use crate::{idle, ledger, lifecycle};
 use std::ffi::{c_char, c_uint};
@@ -159,10 +159,7 @@ unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
 /// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
 /// bytes) that no other thread uses during the call.
 #[inline(always)]
-unsafe fn state_of<'a>(
-    function: &str,
-    l2_cache: *const L2TableCache,
-) -> Result<(u32, Held<'a>), Refused> {
+unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<(u32, Held<'a>), Refused> {
     if l2_cache.is_null() {
         return Err(misuse(function, format_args!("l2_cache is NULL")));
     }

@@ -494,7 +494,11 @@ pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, Held<'a>)> {
             // SAFETY: owned by `owner`, initialised before the owner word
             // was published; the caller serializes its use, and the lock
             // (idle caches) keeps the idle thread out.
-            return unsafe { (*s.state.get()).as_mut().map(|state| (hint, Held { state, lock })) };
+            return unsafe {
+                (*s.state.get())
+                    .as_mut()
+                    .map(|state| (hint, Held { state, lock }))
+            };
         }
     }
     // SAFETY: as above.
@@ -515,7 +519,11 @@ unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, Held<'a>)> {
     }
     let lock = s.idle_lock();
     // SAFETY: as in `find`.
-    unsafe { (*s.state.get()).as_mut().map(|state| (number, Held { state, lock })) }
+    unsafe {
+        (*s.state.get())
+            .as_mut()
+            .map(|state| (number, Held { state, lock }))
+    }
 }
 
 /// Takes the live cache at `owner`, if any, out of the registry, found
@@ -672,7 +680,10 @@ mod tests {
             // The sweep cannot take a held cache: it gives up when told to.
             assert!(!for_each_idle_cache(&|| true, |s| assert_ne!(s.number, idle)));
             drop(held);
-            assert!(!find(plain, other).unwrap().1.locked(), "no lock without idle release");
+            assert!(
+                !find(plain, other).unwrap().1.locked(),
+                "no lock without idle release"
+            );
         }
         let mut seen = vec![];
         assert!(for_each_idle_cache(&|| false, |s| seen.push(s.number)));

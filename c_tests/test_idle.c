@@ -462,6 +462,26 @@ static void test_bad_values(void)
     g_unsetenv("QED_L2_CACHE_IDLE");
 }
 
+/* The getters check their cache like every call: NULL is a misuse. */
+static void test_getters_misuse(void)
+{
+    if (!g_test_subprocess()) {
+        g_setenv("QED_L2_CACHE_ON_MISUSE", "warn", TRUE);
+        g_test_trap_subprocess(NULL, 30 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+        g_unsetenv("QED_L2_CACHE_ON_MISUSE");
+        g_test_trap_assert_passed();
+        g_test_trap_assert_stderr("*qed_l2_cache_get_idle_releases: l2_cache is NULL*"
+                                  "qed_l2_cache_get_table_bytes: l2_cache is NULL*"
+                                  "qed_l2_cache_get_table_bytes: l2_cache * not initialised*");
+        return;
+    }
+    g_assert_cmpuint(qed_l2_cache_get_idle_releases(NULL), ==, 0);
+    g_assert_cmpuint(qed_l2_cache_get_table_bytes(NULL), ==, 0);
+    L2TableCache zeroed;
+    memset(&zeroed, 0, sizeof(zeroed));
+    g_assert_cmpuint(qed_l2_cache_get_table_bytes(&zeroed), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -478,5 +498,6 @@ int main(int argc, char **argv)
     g_test_add_func("/idle/thread-only-while-needed", test_thread_only_while_needed);
     g_test_add_func("/idle/exit-with-the-thread-running", test_exit_with_the_thread_running);
     g_test_add_func("/idle/bad-values", test_bad_values);
+    g_test_add_func("/idle/getters-misuse", test_getters_misuse);
     return g_test_run();
 }

@@ -228,7 +228,10 @@ impl CacheState {
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// One slot, on its own cache lines so caches never share a written line.
-#[repr(align(128))]
+/// `repr(C)`: the owner word, the idle flag and the lock share the first
+/// line, so a call reads one line to learn both whose slot it is and
+/// whether to lock it.
+#[repr(C, align(128))]
 struct Slot {
     /// `hide(address)` of the struct that owns the slot, 0 when free.
     owner: AtomicU64,

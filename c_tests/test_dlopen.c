@@ -13,6 +13,10 @@
  *   file, and dlclose removes it with its descriptors (and its mappings
  *   when no cache is left): 300 cycles leave no file, no descriptor, no
  *   mapping of the file, and grow the resident set by less than 1 MiB.
+ * - With QED_L2_CACHE_IDLE=1 (docs/idle.md) each copy runs its idle
+ *   thread, and dlclose stops and joins it, also with a cache still
+ *   initialised and with tables released: 300 cycles leave no thread and
+ *   grow the resident set by less than 1 MiB.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -270,6 +274,69 @@ static void test_stats_file_goes_at_dlclose(void)
     g_free(file);
     g_free(sub);
     g_free(dir);
+}
+
+/* The threads of this process (/proc/self/task). */
+static int thread_count(void)
+{
+    GDir *d = g_dir_open("/proc/self/task", 0, NULL);
+    g_assert_nonnull(d);
+    int n = 0;
+    while (g_dir_read_name(d)) {
+        n++;
+    }
+    g_dir_close(d);
+    return n;
+}
+
+/* One load with idle release on: the library's thread runs while the
+ * cache does; after `wait` seconds its table may be released; the unload
+ * joins the thread, the cache freed first when `free_all`. */
+static void idle_cycle(int threads, gboolean free_all, double wait)
+{
+    Lib l = load();
+    L2TableCache *c = g_malloc0(sizeof(*c));
+    l.init(c);
+    g_assert_cmpint(thread_count(), ==, threads + 1);
+    CachedL2Table *e = l.alloc(c);
+    e->table = malloc(64);
+    e->offset = 1 << 16;
+    l.commit(c, e);
+    if (wait > 0) {
+        g_usleep((gulong)(wait * G_USEC_PER_SEC));
+        g_assert_null(__atomic_load_n(&e->table, __ATOMIC_ACQUIRE));
+    }
+    if (free_all) {
+        l.free_cache(c);
+        use(&l, 50);
+    }
+    unload(&l);
+    g_free(c);
+    g_assert_cmpint(thread_count(), ==, threads);
+}
+
+static void test_idle_thread_joined_at_dlclose(void)
+{
+    g_setenv("QED_L2_CACHE_IDLE", "1", TRUE);
+    int threads = thread_count();
+    long rss_before = 0;
+    for (unsigned cycle = 0; cycle < 310; cycle++) {
+        if (cycle == 10) {
+            rss_before = rss_bytes();
+        }
+        idle_cycle(threads, TRUE, 0);
+    }
+    long growth = rss_bytes() - rss_before;
+    g_test_message("RSS growth over 300 cycles with idle release on: %ld KiB", growth / 1024);
+    g_assert_cmpint(growth, <, 1024 * 1024);
+    /* A table released before the unload (S = 1: within 2 s; 3 s given),
+     * and caches left initialised: the thread is joined all the same. */
+    idle_cycle(threads, TRUE, 3.0);
+    idle_cycle(threads, FALSE, 3.0);
+    for (unsigned cycle = 0; cycle < 10; cycle++) {
+        idle_cycle(threads, FALSE, 0);
+    }
+    g_unsetenv("QED_L2_CACHE_IDLE");
 }
 
 static void test_fork_after_unload(void)
@@ -759,6 +826,7 @@ int main(int argc, char **argv)
     g_test_add_func("/dlopen/fork-after-unload", test_fork_after_unload);
     g_test_add_func("/dlopen/stats-file-goes-at-dlclose", test_stats_file_goes_at_dlclose);
     g_test_add_func("/dlopen/thread-outlives-unload", test_thread_outlives_unload);
+    g_test_add_func("/dlopen/idle-thread-joined-at-dlclose", test_idle_thread_joined_at_dlclose);
     g_test_add_func("/dlopen/atfork-handlers-call-the-library", test_atfork_handlers_call_the_library);
     g_test_add_func("/dlopen/ledger-created-during-fork", test_ledger_created_during_fork);
     g_test_add_func("/dlopen/fork-handlers-lock-a-mutex-the-caller-holds",

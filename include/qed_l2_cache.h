@@ -462,6 +462,44 @@ uint64_t qed_l2_cache_get_memory_budget(void);
  */
 unsigned int qed_l2_cache_get_target(const struct L2TableCache *l2_cache);
 
+/**
+ * How many cached tables idle release has released (extension;
+ * docs/idle.md).
+ *
+ * Parameters: `l2_cache`, an initialised cache.
+ *
+ * Returns: the tables released since `qed_init_l2_cache` because no
+ * request held them and no find or commit touched them for
+ * `QED_L2_CACHE_IDLE` seconds; 0 when idle release is off (the default
+ * for a fixed-size cache). Counted apart from evictions: the `evictions`
+ * counter of `qed_l2_cache_get_stats` never includes them.
+ *
+ * # Safety
+ * As for `qed_commit_l2_cache_entry`.
+ */
+uint64_t qed_l2_cache_get_idle_releases(const struct L2TableCache *l2_cache);
+
+/**
+ * The memory of the tables cached now, in bytes (extension;
+ * docs/idle.md).
+ *
+ * Parameters: `l2_cache`, an initialised cache.
+ *
+ * Returns: the sum of `malloc_usable_size(table)` over the cached
+ * entries (a NULL table counts 0): what the allocator holds for them,
+ * a little more than the tables' own size (a 256 KiB table from
+ * `posix_memalign(4096, ...)` counts 256 KiB plus a few bytes). Tables
+ * idle release freed no longer count. O(1) for a cache that keeps the
+ * sum (auto, idle release on, or `QED_L2_CACHE_STATS=1`), else
+ * O(n_entries).
+ *
+ * # Safety
+ * As for `qed_commit_l2_cache_entry`; the cached entries' `table`
+ * pointers must be what the caller set (NULL or memory `free()`
+ * releases).
+ */
+uint64_t qed_l2_cache_get_table_bytes(const struct L2TableCache *l2_cache);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

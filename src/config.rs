@@ -97,6 +97,9 @@ pub struct Config {
     /// to ignore a relative one): where the statistics file goes; without
     /// it, `/tmp/qed-l2-cache-UID`. Read only for `stats`.
     pub runtime_dir: Option<OsString>,
+    /// `QED_L2_CACHE_IDLE`, in seconds, when set (`Some(0)`: never). Unset,
+    /// the default depends on the cache's mode: see [`Config::idle_seconds`].
+    pub idle: Option<u64>,
 }
 
 /// The defaults, each stated here once: the messages about a bad value
@@ -113,8 +116,28 @@ impl Default for Config {
             report: false,
             stats: false,
             runtime_dir: None,
+            idle: None,
         }
     }
+}
+
+/// `QED_L2_CACHE_IDLE`'s default in auto mode: qcow2's `cache-clean-interval`.
+pub(crate) const IDLE_DEFAULT_AUTO: u64 = 600;
+
+/// The largest `QED_L2_CACHE_IDLE` taken: the most whole seconds whose
+/// nanoseconds fit in a u64 (about 584 years). A larger value is refused
+/// like any other bad value (reported, default used), never clamped.
+pub(crate) const IDLE_MAX_SECONDS: u64 = u64::MAX / 1_000_000_000;
+
+/// Seconds for `QED_L2_CACHE_IDLE`: decimal digits only (no sign, no
+/// spaces, no exponent, no unit), at most [`IDLE_MAX_SECONDS`].
+fn idle_seconds(s: &str) -> Option<Option<u64>> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| s.parse::<u64>().ok())
+        .flatten()
+        .filter(|&n| n <= IDLE_MAX_SECONDS)
+        .map(Some)
 }
 
 /// A positive decimal integer below 2^32: digits only (no sign, no
@@ -226,7 +249,21 @@ impl Config {
                 switch,
             ),
             runtime_dir: var("XDG_RUNTIME_DIR").filter(|d| d.as_bytes().first() == Some(&b'/')),
+            idle: read.setting(
+                "QED_L2_CACHE_IDLE",
+                "seconds, decimal digits, at most 18446744073 (0: never)",
+                "600 in auto mode, 0 otherwise",
+                d.idle,
+                idle_seconds,
+            ),
         }
+    }
+
+    /// Idle release for a cache, in seconds (0: off): `QED_L2_CACHE_IDLE`
+    /// when set, else [`IDLE_DEFAULT_AUTO`] for an auto-sized cache and 0
+    /// (off, the C file's behaviour) for a fixed one.
+    pub fn idle_seconds(&self, auto: bool) -> u64 {
+        self.idle.unwrap_or(if auto { IDLE_DEFAULT_AUTO } else { 0 })
     }
 }
 
@@ -412,6 +449,50 @@ mod tests {
         let (config, lines) = parse(&[("QED_L2_CACHE_SIZE", "007")]);
         assert!(lines.is_empty());
         assert_eq!(config.size, Size::Fixed(7));
+    }
+
+    #[test]
+    fn idle_seconds_are_strict_and_default_by_mode() {
+        let (config, lines) = parse(&[]);
+        assert!(lines.is_empty());
+        assert_eq!(config.idle, None);
+        assert_eq!((config.idle_seconds(false), config.idle_seconds(true)), (0, 600));
+        for (value, want) in [
+            ("0", 0),
+            ("1", 1),
+            ("0600", 600),
+            ("18446744073", IDLE_MAX_SECONDS),
+        ] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_IDLE", value)]);
+            assert!(lines.is_empty(), "{value:?}: {lines:?}");
+            assert_eq!(config.idle, Some(want), "{value:?}");
+            assert_eq!(config.idle_seconds(false), want);
+            assert_eq!(config.idle_seconds(true), want, "set: the same in both modes");
+        }
+        for bad in [
+            "-1",
+            "12Q",
+            "1e9",
+            " 64",
+            "64 ",
+            "+5",
+            "5s",
+            "",
+            "0x10",
+            "18446744074",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            let (config, lines) = parse(&[("QED_L2_CACHE_IDLE", bad)]);
+            assert_eq!(lines.len(), 1, "{bad:?} must be reported once");
+            assert!(
+                lines[0].contains(&format!("QED_L2_CACHE_IDLE=\"{}\"", bad.escape_debug()))
+                    && lines[0].contains("(default 600 in auto mode, 0 otherwise)"),
+                "{}",
+                lines[0]
+            );
+            assert_eq!(config.idle, None, "{bad:?}: the default");
+        }
     }
 
     #[test]

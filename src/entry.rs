@@ -17,7 +17,17 @@
 //!   refused commit drops the one it was handed
 //!   ([`EntryPtr::holds_callers_reference`]);
 //! - at zero the table is `free()`d and the block goes to quarantine
-//!   ([`EntryPtr::drop_ref`]).
+//!   ([`EntryPtr::drop_ref`]);
+//! - idle release (docs/idle.md) frees the table of a cached entry only
+//!   the cache holds, and marks it; the cache's reference stays until the
+//!   next call on the cache takes the entry out ([`EntryPtr::release_idle_table`]).
+//!
+//! The count is read and written with atomic accesses (plain loads and
+//! stores on x86_64, a store-release on aarch64): the library's idle
+//! thread reads it under the cache's lock, which `unref` (it has no cache
+//! argument) does not take. An unref's release store pairs with the
+//! thread's acquire load, so the caller's last use of the table happens
+//! before the thread frees it.
 //!
 //! Entries are aliased by the C list, the core's nodes and the requests
 //! that hold them, so nothing here can prove a handle alive: every method
@@ -27,14 +37,15 @@
 use crate::abi::{CachedL2Table, CachedL2TableEntry, QTailQLink};
 use crate::ledger::{self, Found, BLOCK_LAYOUT};
 use crate::memtools::hide;
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::ptr::{null_mut, NonNull};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 /// Flag: the entry is on a cache's list.
-const FLAG_CACHED: u32 = 1;
+const FLAG_CACHED: u8 = 1;
 /// Flag: the reference count reached `INT_MAX` (warn mode) and is frozen
 /// there: the entry is never released.
-const FLAG_SATURATED: u32 = 2;
+const FLAG_SATURATED: u8 = 2;
 
 /// The references a new entry holds: the caller's one.
 const NEW_ENTRY_REFS: c_int = 1;
@@ -47,10 +58,19 @@ const CACHE_REFS: c_int = 1;
 struct EntryBlock {
     /// What C sees.
     entry: CachedL2Table,
-    flags: u32,
+    /// Written by the cache's calls (the caller's lock serializes them).
+    flags: u8,
+    /// 1 once the idle thread freed the table (under the cache's lock);
+    /// a byte of its own, so the flags' writers never share a location
+    /// with the thread.
+    idle_released: AtomicU8,
     /// The shard of the ledger's table of recent live entries the entry
-    /// was recorded in (`ledger::record_alloc`), for its release.
-    shard: u32,
+    /// was recorded in (`ledger::record_alloc`), for its release (below
+    /// 16: `ledger::my_shard`).
+    shard: u16,
+    /// The idle epoch of the last find or commit (docs/idle.md), written
+    /// only by the cache's calls with idle release on, under its lock.
+    touched: u32,
 }
 
 // The block the ledgers hand out is exactly an EntryBlock.
@@ -116,7 +136,9 @@ impl EntryPtr {
                     r#ref: NEW_ENTRY_REFS,
                 },
                 flags: 0,
-                shard,
+                idle_released: AtomicU8::new(0),
+                shard: shard as u16,
+                touched: 0,
             })
         };
         ledger::record_alloc(block.cast(), shard);
@@ -164,7 +186,96 @@ impl EntryPtr {
     #[inline(always)]
     pub unsafe fn refs(self) -> c_int {
         // SAFETY: live, per the caller.
-        unsafe { (*self.as_c()).r#ref }
+        unsafe { self.ref_word().load(Ordering::Relaxed) }
+    }
+
+    /// The count as an atomic (see the module doc).
+    ///
+    /// # Safety
+    /// The entry is live.
+    #[inline(always)]
+    unsafe fn ref_word<'a>(self) -> &'a AtomicI32 {
+        // SAFETY: live, per the caller; `ref` is an aligned int, only ever
+        // accessed atomically by the library.
+        unsafe { AtomicI32::from_ptr(&raw mut (*self.as_c()).r#ref) }
+    }
+
+    /// Stores a new count; a release store, so that the idle thread,
+    /// which reads it with acquire, sees everything done before.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`].
+    #[inline(always)]
+    unsafe fn set_refs(self, refs: c_int) {
+        // SAFETY: per the caller.
+        unsafe { self.ref_word().store(refs, Ordering::Release) }
+    }
+
+    /// True when only the cache holds this cached entry (no request, no
+    /// frozen count): the idle thread's test, an acquire load (see the
+    /// module doc).
+    ///
+    /// # Safety
+    /// The entry is live (cached, so kept by the cache's reference), and
+    /// the cache's lock is held.
+    #[inline]
+    pub unsafe fn only_the_cache_holds(self) -> bool {
+        // SAFETY: per the caller.
+        unsafe { self.ref_word().load(Ordering::Acquire) == CACHE_REFS }
+    }
+
+    /// Stamps the entry with the idle epoch of a find or commit.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::refs`], and the cache's lock is held.
+    #[inline(always)]
+    pub unsafe fn touch(self, epoch: u32) {
+        // SAFETY: per the caller.
+        unsafe { (*self.block()).touched = epoch }
+    }
+
+    /// The idle epoch of the last find or commit.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::touch`].
+    #[inline]
+    pub unsafe fn touched(self) -> u32 {
+        // SAFETY: per the caller.
+        unsafe { (*self.block()).touched }
+    }
+
+    /// True once [`EntryPtr::release_idle_table`] freed the table.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::touch`].
+    #[inline]
+    pub unsafe fn is_idle_released(self) -> bool {
+        // SAFETY: per the caller.
+        unsafe { (*self.block()).idle_released.load(Ordering::Relaxed) != 0 }
+    }
+
+    /// Idle release: marks the entry released, sets `table` to NULL and
+    /// returns the table, which the caller frees (after the cache's lock
+    /// is dropped). The entry stays cached, with the cache's reference,
+    /// until the cache's next call takes it out. The mark is stored after
+    /// `table` is cleared, with release: a fork child that inherits a
+    /// half-done release finds either an entry left alone or one whose
+    /// table is NULL (never a freed table; at worst that table leaks in
+    /// the child).
+    ///
+    /// # Safety
+    /// The entry is cached and only the cache holds it
+    /// ([`EntryPtr::only_the_cache_holds`]), the cache's lock is held.
+    pub unsafe fn release_idle_table(self) -> *mut c_void {
+        // SAFETY: per the caller: no request reads `table`, the cache's
+        // calls are excluded by its lock.
+        unsafe {
+            let b = self.block();
+            let table = (*b).entry.table.cast::<c_void>();
+            (*b).entry.table = null_mut();
+            (*b).idle_released.store(1, Ordering::Release);
+            table
+        }
     }
 
     /// The table's offset in the image file.
@@ -182,6 +293,7 @@ impl EntryPtr {
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
+    #[inline]
     pub unsafe fn table_bytes(self) -> u64 {
         // SAFETY: live, per the caller; `table` is NULL or a block of the
         // allocator that `free()` releases (the API's contract).
@@ -191,7 +303,7 @@ impl EntryPtr {
     /// # Safety
     /// As for [`EntryPtr::refs`].
     #[inline(always)]
-    unsafe fn flag(self, flag: u32) -> bool {
+    unsafe fn flag(self, flag: u8) -> bool {
         // SAFETY: live, per the caller.
         unsafe { (*self.block()).flags & flag != 0 }
     }
@@ -199,7 +311,7 @@ impl EntryPtr {
     /// # Safety
     /// As for [`EntryPtr::refs`].
     #[inline(always)]
-    unsafe fn set_flag(self, flag: u32, on: bool) {
+    unsafe fn set_flag(self, flag: u8, on: bool) {
         // SAFETY: live and not used elsewhere, per the caller.
         unsafe {
             let flags = &mut (*self.block()).flags;
@@ -290,7 +402,7 @@ impl EntryPtr {
                 self.set_flag(FLAG_SATURATED, true);
                 return Err(Saturated);
             }
-            (*self.as_c()).r#ref = refs + 1;
+            self.set_refs(refs + 1);
         }
         Ok(())
     }
@@ -314,7 +426,7 @@ impl EntryPtr {
             if refs == c_int::MAX && self.flag(FLAG_SATURATED) {
                 return None;
             }
-            (*self.as_c()).r#ref = refs - 1;
+            self.set_refs(refs - 1);
             if refs - 1 == 0 {
                 self.release();
             }
@@ -337,7 +449,7 @@ impl EntryPtr {
         unsafe {
             libc::free((*block).entry.table.cast());
             (*block).entry.table = null_mut();
-            ledger::record_release(NonNull::new_unchecked(block).cast(), (*block).shard);
+            ledger::record_release(NonNull::new_unchecked(block).cast(), u32::from((*block).shard));
         }
     }
 }
@@ -430,6 +542,38 @@ mod tests {
             EntryPtr::check(NonNull::new(e.as_c()).unwrap()),
             Checked::Released
         ));
+    }
+
+    #[test]
+    // malloc_usable_size: not in Miri.
+    #[cfg_attr(miri, ignore)]
+    fn idle_release_frees_only_the_table_and_marks_the_entry() {
+        let e = EntryPtr::alloc();
+        // SAFETY: `e` stays live until its last reference is dropped at
+        // the end; no other thread sees it.
+        unsafe {
+            // SAFETY: malloc'd, released with free() by the release.
+            let table = libc::malloc(4096);
+            (*e.as_c()).table = table.cast();
+            (*e.as_c()).offset = 0x10000;
+            e.set_cached(true);
+            assert!(e.only_the_cache_holds());
+            assert_eq!(e.take_ref(), Ok(()));
+            assert!(!e.only_the_cache_holds(), "a request holds it");
+            assert_eq!(e.drop_ref(), Some(1));
+            e.touch(7);
+            assert_eq!(e.touched(), 7);
+            assert!(!e.is_idle_released());
+            assert!(e.table_bytes() >= 4096);
+            let freed = e.release_idle_table();
+            assert_eq!(freed, table);
+            assert!(e.is_idle_released() && (*e.as_c()).table.is_null());
+            assert_eq!(e.table_bytes(), 0);
+            assert_eq!(e.refs(), 1, "the cache's reference stays");
+            libc::free(freed);
+            e.set_cached(false);
+            assert_eq!(e.drop_ref(), Some(0), "released with a NULL table");
+        }
     }
 
     #[test]

@@ -15,11 +15,11 @@ use crate::diag::{misuse, trace, tracing, Refused};
 use crate::entry::{Checked, EntryPtr, NotHeld, Saturated};
 use crate::memtools::hide;
 use crate::probes::{qed_l2_cache, qemu};
-use crate::registry::{self, CacheState, HeadWords};
+use crate::registry::{self, CacheState, HeadWords, Held};
 use crate::shares::{self, Decision};
 use crate::sizing::auto::{self as auto, AutoSizer};
 use crate::stderr::P;
-use crate::{ledger, lifecycle};
+use crate::{idle, ledger, lifecycle};
 use std::ffi::{c_char, c_uint};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{null_mut, NonNull};
@@ -152,14 +152,16 @@ unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
 /// never changes the head (only the library writes it), so these checks
 /// cannot fire for one.
 ///
+/// With idle release on, the state comes with the cache's lock (held
+/// until the [`Held`] drops), this process's idle thread is started if it
+/// is not running (a fork child's first call), and the entries the thread
+/// released since the last call leave the list first ([`reap`]).
+///
 /// # Safety
 /// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
 /// bytes) that no other thread uses during the call.
 #[inline(always)]
-unsafe fn state_of<'a>(
-    function: &str,
-    l2_cache: *const L2TableCache,
-) -> Result<(u32, &'a mut CacheState), Refused> {
+unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<(u32, Held<'a>), Refused> {
     if l2_cache.is_null() {
         return Err(misuse(function, format_args!("l2_cache is NULL")));
     }
@@ -172,7 +174,7 @@ unsafe fn state_of<'a>(
     // SAFETY: non-null and aligned, readable per the caller's guarantee.
     let hint = unsafe { (*l2_cache).handle };
     // SAFETY: calls on one cache are serialized by the caller.
-    let Some((number, state)) = (unsafe { registry::find(l2_cache as usize, hint) }) else {
+    let Some((number, mut state)) = (unsafe { registry::find(l2_cache as usize, hint) }) else {
         return Err(misuse(
             function,
             format_args!(
@@ -199,7 +201,58 @@ unsafe fn state_of<'a>(
         // SAFETY: the struct is the caller's live cache, writable.
         unsafe { (*l2_cache.cast_mut()).handle = number };
     }
+    if state.locked() {
+        idle::ensure_thread();
+        if state.idle_pending != 0 {
+            // SAFETY: the caller's live cache, its head checked above; the
+            // struct is writable (also behind the getters' const pointer:
+            // the caller's struct, which init wrote).
+            unsafe { reap(l2_cache.cast_mut(), &mut state) };
+        }
+    }
     Ok((number, state))
+}
+
+/// Takes the entries whose tables the idle thread released out of the
+/// cache and the C list, and drops the cache's reference to each (which
+/// releases it: no request held it). Not evictions: counted apart, as
+/// idle releases, when the thread released them.
+///
+/// # Safety
+/// `l2_cache` is the initialised cache of `state`, whose lock is held.
+#[cold]
+#[inline(never)]
+unsafe fn reap(l2_cache: *mut L2TableCache, state: &mut CacheState) {
+    state.idle_pending = 0;
+    let mut gone = Vec::new();
+    state.core.remove_if(
+        // SAFETY: cached entries, live by the cache's reference.
+        |e| unsafe { e.is_idle_released() },
+        |e| gone.push(e),
+    );
+    for e in gone {
+        // SAFETY: on this cache's list until removed here, live by the
+        // cache's reference until the drop, which releases it.
+        unsafe {
+            qtailq_remove(l2_cache, e.as_c());
+            e.set_cached(false);
+            if tracing() {
+                trace(
+                    "qed_idle_release_l2_cache_entry",
+                    format_args!(
+                        "l2_cache {} entry {} offset {}",
+                        P(l2_cache),
+                        P(e.as_c()),
+                        e.offset()
+                    ),
+                );
+            }
+            drop_ref_traced(e);
+        }
+    }
+    // SAFETY: valid and writable per the caller.
+    unsafe { sync_count(l2_cache, state) };
+    state.publish_all();
 }
 
 /// A live entry from a pointer C passed in; `if_released` says what a
@@ -379,16 +432,22 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         let advisor = cfg
             .report
             .then(|| Box::new(Advisor::new(max_entries, cfg.policy, 0)));
+        let idle_epochs = idle::epochs_for(cfg.idle_seconds(cfg.size == config::Size::Auto));
         let number = registry::register(owner, || {
-            CacheState::new(
+            let mut state = CacheState::new(
                 Cache::with_observer(max_entries, cfg.policy, (advisor, None)),
                 written,
-            )
+            );
+            state.idle_epochs = idle_epochs;
+            state
         });
+        if idle_epochs != 0 {
+            idle::ensure_thread();
+        }
         if cfg.stats {
             // SAFETY: just registered at `owner`; the caller serializes
             // calls on the cache.
-            if let Some((_, state)) = unsafe { registry::find(owner, number) } {
+            if let Some((_, mut state)) = unsafe { registry::find(owner, number) } {
                 state.publish_new();
             }
         }
@@ -401,9 +460,9 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         if cfg.size == config::Size::Auto {
             // SAFETY: just registered and initialised at `owner`; the
             // caller serializes calls on the cache.
-            if let Some((_, state)) = unsafe { registry::find(owner, number) } {
+            if let Some((_, mut state)) = unsafe { registry::find(owner, number) } {
                 // SAFETY: as above.
-                unsafe { set_auto(l2_cache, state, true) };
+                unsafe { set_auto(l2_cache, &mut state, true) };
             }
         }
     })
@@ -442,9 +501,10 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
     const F: &str = "qed_free_l2_cache";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((number, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((number, mut found)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
+        let state = &mut *found;
         let entries = state.core.handles();
         let held = entries.iter().filter(|&&e| pinned(e)).count();
         if held > 0 {
@@ -468,6 +528,9 @@ pub unsafe extern "C" fn qed_free_l2_cache(l2_cache: *mut L2TableCache) {
             shares::leave(share);
         }
         state.publish_gone();
+        // The cache's lock (idle release) stays held until the state left
+        // the slot: the idle thread never sees it half-freed.
+        let _lock = found.into_lock();
         // Drained even if the cache was inherited across a fork: the caller
         // frees it, so the caller vouches that no thread is in it.
         if let Some(mut state) = registry::unregister(l2_cache as usize, number) {
@@ -580,9 +643,10 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
     const F: &str = "qed_find_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, mut held)) = (unsafe { state_of(F, l2_cache) }) else {
             return null_mut();
         };
+        let state = &mut *held;
         let Some(hit) = state.core.find(offset) else {
             qed_l2_cache::miss(l2_cache.cast(), offset);
             state.publish_miss();
@@ -617,6 +681,10 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             // Beside take_ref, which reads the same count: one load for both.
             qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, e.refs());
             take_ref(F, e);
+            if state.idle_on() {
+                // The cache's lock is held (idle release is on).
+                e.touch(idle::epoch());
+            }
             // After take_ref: the entry found is held, so never evicted.
             if size_due(state) {
                 choose_size(l2_cache, state);
@@ -677,10 +745,11 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
     const F: &str = "qed_commit_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let (_, state) = match unsafe { state_of(F, l2_cache) } {
+        let (_, mut held) = match unsafe { state_of(F, l2_cache) } {
             Ok(found) => found,
             Err(_) => return drop_refused(l2_table),
         };
+        let state = &mut *held;
         let Ok(e) = live_entry(F, l2_table, "already released (its last reference was dropped)") else {
             return;
         };
@@ -707,7 +776,7 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
             );
             return drop_refused(l2_table);
         }
-        let mut table_bytes = state.counts_bytes().then_some(&mut state.table_bytes);
+        let mut table_bytes = state.counts_table_bytes().then_some(&mut state.table_bytes);
         let outcome = state.core.commit(offset, e, pinned, |victim| {
             // SAFETY: the core just took `victim` off this cache.
             unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
@@ -719,6 +788,10 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                 // SAFETY: `cached` is on the list, live by the cache's
                 // reference.
                 let refs = unsafe { cached.refs() };
+                if state.idle_on() {
+                    // SAFETY: as above; the cache's lock is held.
+                    unsafe { cached.touch(idle::epoch()) };
+                }
                 qemu::qed_find_l2_cache_entry(l2_cache.cast(), cached.as_c().cast(), offset, refs);
                 qemu::qed_unref_l2_cache_entry(cached.as_c().cast(), refs);
                 qed_l2_cache::duplicate(l2_cache.cast(), e.as_c().cast(), offset);
@@ -738,8 +811,12 @@ pub unsafe extern "C" fn qed_commit_l2_cache_entry(
                 unsafe {
                     e.set_cached(true);
                     qtailq_insert_tail(l2_cache, e.as_c());
-                    if state.counts_bytes() {
+                    if state.counts_table_bytes() {
                         state.add_table_bytes(e.table_bytes());
+                    }
+                    if state.idle_on() {
+                        // The cache's lock is held (idle release is on).
+                        e.touch(idle::epoch());
                     }
                 }
                 qed_l2_cache::commit(l2_cache.cast(), e.as_c().cast(), offset);
@@ -765,9 +842,10 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
     const F: &str = "qed_l2_cache_set_max_entries";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, mut held)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
+        let state = &mut *held;
         if max == 0 {
             misuse(
                 F,
@@ -790,7 +868,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_max_entries(l2_cache: *mut L2TableCach
 /// `l2_cache` must be the initialised cache of `state`, valid and writable,
 /// used by no other thread during the call.
 unsafe fn resize(l2_cache: *mut L2TableCache, state: &mut CacheState, max: c_uint) {
-    let mut table_bytes = state.counts_bytes().then_some(&mut state.table_bytes);
+    let mut table_bytes = state.counts_table_bytes().then_some(&mut state.table_bytes);
     state.core.set_max_entries(max, pinned, |victim| {
         // SAFETY: the core just took `victim` off this cache.
         unsafe { evict(l2_cache, victim, table_bytes.as_deref_mut()) }
@@ -887,7 +965,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_policy(l2_cache: *mut L2TableCache, po
     const F: &str = "qed_l2_cache_set_policy";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, mut state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         match Policy::from_number(policy) {
@@ -1009,7 +1087,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
     const F: &str = "qed_l2_cache_set_advisor";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, mut state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         advisor::set_advisor(&mut state.core, on != 0);
@@ -1036,11 +1114,11 @@ pub unsafe extern "C" fn qed_l2_cache_set_auto(l2_cache: *mut L2TableCache, on: 
     const F: &str = "qed_l2_cache_set_auto";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+        let Ok((_, mut state)) = (unsafe { state_of(F, l2_cache) }) else {
             return;
         };
         // SAFETY: per this function's contract.
-        unsafe { set_auto(l2_cache, state, on != 0) };
+        unsafe { set_auto(l2_cache, &mut state, on != 0) };
         state.publish_all();
     })
 }
@@ -1054,7 +1132,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_auto(l2_cache: *mut L2TableCache, on: 
 unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool) {
     let per_table = state.bytes_per_table();
     let cap = auto::tables_within(shares::budget().unwrap_or(auto::CAP_BYTES), per_table);
-    let was_counting = state.counts_bytes();
+    let was_counting = state.counts_table_bytes();
     let max = state.core.max_entries();
     let slot = &mut state.core.observer_mut().1;
     let mut start = max;
@@ -1073,7 +1151,7 @@ unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool
         }
         _ => {}
     }
-    if !was_counting && state.counts_bytes() {
+    if !was_counting && state.counts_table_bytes() {
         // Bytes were not kept until now: count what is cached.
         let bytes: u64 = state
             .core
@@ -1138,5 +1216,67 @@ pub unsafe extern "C" fn qed_l2_cache_get_target(l2_cache: *const L2TableCache) 
             return 0;
         };
         state.core.max_entries()
+    })
+}
+
+/// How many cached tables idle release has released (extension;
+/// docs/idle.md).
+///
+/// Parameters: `l2_cache`, an initialised cache.
+///
+/// Returns: the tables released since `qed_init_l2_cache` because no
+/// request held them and no find or commit touched them for
+/// `QED_L2_CACHE_IDLE` seconds; 0 when idle release is off (the default
+/// for a fixed-size cache). Counted apart from evictions: the `evictions`
+/// counter of `qed_l2_cache_get_stats` never includes them.
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`.
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_get_idle_releases(l2_cache: *const L2TableCache) -> u64 {
+    const F: &str = "qed_l2_cache_get_idle_releases";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return 0;
+        };
+        state.idle_releases
+    })
+}
+
+/// The memory of the tables cached now, in bytes (extension;
+/// docs/idle.md).
+///
+/// Parameters: `l2_cache`, an initialised cache.
+///
+/// Returns: the sum of `malloc_usable_size(table)` over the cached
+/// entries (a NULL table counts 0): what the allocator holds for them,
+/// a little more than the tables' own size (a 256 KiB table from
+/// `posix_memalign(4096, ...)` counts 256 KiB plus a few bytes). Tables
+/// idle release freed no longer count. O(1) for a cache that keeps the
+/// sum (auto, idle release on, or `QED_L2_CACHE_STATS=1`), else
+/// O(n_entries).
+///
+/// # Safety
+/// As for `qed_commit_l2_cache_entry`; the cached entries' `table`
+/// pointers must be what the caller set (NULL or memory `free()`
+/// releases).
+#[no_mangle]
+pub unsafe extern "C" fn qed_l2_cache_get_table_bytes(l2_cache: *const L2TableCache) -> u64 {
+    const F: &str = "qed_l2_cache_get_table_bytes";
+    boundary(F, || {
+        // SAFETY: per this function's contract.
+        let Ok((_, state)) = (unsafe { state_of(F, l2_cache) }) else {
+            return 0;
+        };
+        if state.counts_table_bytes() {
+            return state.table_bytes;
+        }
+        let handles = state.core.handles();
+        handles.iter().fold(0u64, |sum, &e| {
+            // SAFETY: cached entries, live by the cache's reference; the
+            // caller's lock serializes the call.
+            sum.saturating_add(unsafe { e.table_bytes() })
+        })
     })
 }

@@ -29,6 +29,8 @@
 //! - `ledger`: entry memory, and which pointers are the library's entries.
 //! - `entry`: an entry's hidden bytes and every reference-count rule.
 //! - `registry`: where each cache's hidden state lives, how a call finds it.
+//! - `idle`: idle release (`QED_L2_CACHE_IDLE`): the library's one thread,
+//!   its epoch and sweep, and how released tables' memory goes back.
 //! - `lifecycle`: setup at load, fork, unload and exit.
 //! - `ffi`: the exported functions, a thin layer over the above.
 
@@ -56,6 +58,7 @@ mod abi;
 mod ledger;
 mod entry;
 mod registry;
+mod idle;
 mod lifecycle;
 mod ffi;
 

@@ -10,8 +10,10 @@
 //!   a child tells its parent's state apart by the process token (`sync`),
 //!   which the kernel wipes in every child. Only where the kernel cannot
 //!   is a handler registered, to clear it.
-//! - Unload (`dlclose`) and exit: the destructor ([`at_unload`]) deletes
-//!   the thread key (no thread exit may call into a library that is gone),
+//! - Unload (`dlclose`) and exit: the destructor ([`at_unload`]) first
+//!   stops and joins the idle release thread if this process runs one
+//!   (`idle`; never a fork parent's, which the child does not have), then
+//!   deletes the thread key (no thread exit may call into a library that is gone),
 //!   removes the process's statistics file (`QED_L2_CACHE_STATS=1`: its
 //!   own, never a fork parent's), then, when no cache is initialised and
 //!   no other thread holds a ledger, gives back everything the library
@@ -20,7 +22,7 @@
 //!   object to it and drops them at `dlclose`, so a fork after unload
 //!   never jumps into unmapped code.
 
-use crate::{ledger, publish, registry, sync};
+use crate::{idle, ledger, publish, registry, sync};
 
 /// `pthread_once` state: glibc's restarts the initialisation in a fork
 /// child if the fork interrupted it in another thread, so no state can be
@@ -75,6 +77,9 @@ static AT_LOAD: extern "C" fn() = at_load;
 
 /// Runs when the library is unloaded (`dlclose`) or the process exits.
 extern "C" fn at_unload() {
+    // First and always: the idle thread runs the library's code, which is
+    // about to be unmapped (dlclose), and reads what is released below.
+    idle::stop_at_unload();
     // Always: no thread exit may call into the library once it is gone.
     ledger::delete_thread_key();
     // Always: the statistics file goes (its owner's only, never a fork

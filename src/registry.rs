@@ -16,6 +16,14 @@
 //! any cache is initialised, so a stale or garbage hint only ever reads an
 //! atomic owner word, never freed memory. There is no limit on the number
 //! of caches beyond memory (up to 2^32 - 1 at once).
+//!
+//! Idle release (docs/idle.md): a cache with idle release on is also
+//! reached by the library's thread, which the caller's lock does not
+//! cover. Such a slot is marked `idle`, and then every call on the cache
+//! ([`find`] returns a [`Held`]) and the thread's sweep
+//! ([`for_each_idle_cache`]) take the slot's own lock: a fork-safe
+//! `sync::RawLock`, one per cache, so threads using different caches still
+//! share no lock. Slots of other caches are never locked.
 
 use crate::advisor::{self, report::recommend, AdvisorSlot};
 use crate::cache::Cache;
@@ -25,12 +33,13 @@ use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
 use crate::shares::Share;
 use crate::sizing::auto::AutoSizer;
 use crate::stats_layout::{record, MAX_PREDICTIONS};
-use crate::sync::{process_token, Locked};
+use crate::sync::{process_token, LockGuard, Locked, RawLock};
 use std::cell::UnsafeCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::ops::{Deref, DerefMut};
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// The list head words the library last wrote into the caller's struct,
 /// addresses hidden (`ledger::hide`).
@@ -79,6 +88,15 @@ pub struct CacheState {
     /// The cache's slot number (its record is number - 1), set by
     /// [`register`].
     pub number: u32,
+    /// Idle release: how many idle epochs without a find or commit make a
+    /// table idle (docs/idle.md); 0: off. Read by [`register`], fixed for
+    /// the cache's life.
+    pub idle_epochs: u32,
+    /// Tables the idle thread released, since init.
+    pub idle_releases: u64,
+    /// Entries the idle thread released that the cache's calls have not
+    /// yet taken out (raised before each is marked).
+    pub idle_pending: u32,
 }
 
 impl CacheState {
@@ -94,7 +112,23 @@ impl CacheState {
             peak_table_bytes: 0,
             share: None,
             number: 0,
+            idle_epochs: 0,
+            idle_releases: 0,
+            idle_pending: 0,
         }
+    }
+
+    /// True when idle release is on for this cache.
+    #[inline(always)]
+    pub fn idle_on(&self) -> bool {
+        self.idle_epochs != 0
+    }
+
+    /// True when the cache keeps [`CacheState::table_bytes`] up to date:
+    /// when it publishes statistics, has idle release on or sizes itself.
+    #[inline(always)]
+    pub fn counts_table_bytes(&self) -> bool {
+        self.publishing() || self.idle_on() || self.is_auto()
     }
 
     /// The cache's counters and settings as a record holds them, the size
@@ -149,20 +183,13 @@ impl CacheState {
         self.core.observer().1.is_some()
     }
 
-    /// True when the bytes of the cached tables are kept (the cache
-    /// publishes statistics or sizes itself).
-    #[inline(always)]
-    pub fn counts_bytes(&self) -> bool {
-        self.publishing() || self.is_auto()
-    }
-
     /// Bytes per cached table, the library's bookkeeping included: measured
     /// from the tables cached now, or assumed while there are none.
     pub fn bytes_per_table(&self) -> u64 {
         use crate::sizing::auto::{ASSUMED_TABLE_BYTES, BOOKKEEPING_PER_TABLE};
         let n = u64::from(self.core.len());
         let table = match self.table_bytes.checked_div(n) {
-            Some(b) if self.counts_bytes() && b > 0 => b,
+            Some(b) if self.counts_table_bytes() && b > 0 => b,
             _ => ASSUMED_TABLE_BYTES,
         };
         table + BOOKKEEPING_PER_TABLE
@@ -241,11 +268,86 @@ impl CacheState {
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
 /// One slot, on its own cache lines so caches never share a written line.
-#[repr(align(128))]
+/// `repr(C)`: the owner word, the idle flag and the lock share the first
+/// line, so a call reads one line to learn both whose slot it is and
+/// whether to lock it.
+#[repr(C, align(128))]
 struct Slot {
     /// `hide(address)` of the struct that owns the slot, 0 when free.
     owner: AtomicU64,
+    /// The owner has idle release on: its calls and the idle thread take
+    /// `lock`. Set before the owner word is published, cleared (under
+    /// `lock`) before it is cleared.
+    idle: AtomicBool,
+    /// The cache's lock, for idle caches only.
+    lock: RawLock,
     state: UnsafeCell<Option<CacheState>>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            owner: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
+            lock: RawLock::new(),
+            state: UnsafeCell::new(None),
+        }
+    }
+
+    /// The slot's lock when its owner has idle release on (the owner word
+    /// was read with acquire, so the flag is the owner's).
+    #[inline(always)]
+    fn idle_lock(&self) -> Option<LockGuard<'_>> {
+        if self.idle.load(Ordering::Relaxed) {
+            return Some(self.lock.lock());
+        }
+        None
+    }
+}
+
+/// Caches with idle release on, registered now (in a fork child: with
+/// those inherited).
+static IDLE_CACHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many caches have idle release on.
+pub fn idle_caches() -> usize {
+    IDLE_CACHES.load(Ordering::Acquire)
+}
+
+/// A cache's state as a call holds it: with the cache's lock when idle
+/// release is on (the idle thread is then kept out until it drops).
+pub struct Held<'a> {
+    state: &'a mut CacheState,
+    lock: Option<LockGuard<'a>>,
+}
+
+impl<'a> Held<'a> {
+    /// True when the cache's lock is held (idle release is on).
+    #[inline(always)]
+    pub fn locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Gives up the state, keeping the lock (if any): `free` holds it
+    /// while the state leaves the slot.
+    pub fn into_lock(self) -> Option<LockGuard<'a>> {
+        self.lock
+    }
+}
+
+impl Deref for Held<'_> {
+    type Target = CacheState;
+    #[inline(always)]
+    fn deref(&self) -> &CacheState {
+        self.state
+    }
+}
+
+impl DerefMut for Held<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut CacheState {
+        self.state
+    }
 }
 
 /// Segment `s` holds `FIRST_SEGMENT << s` slots.
@@ -260,17 +362,13 @@ static SEGMENT: [AtomicPtr<Slot>; SEGMENTS] = [const { AtomicPtr::new(null_mut()
 /// like the others: Stacked Borrows would retag the whole static array on
 /// every lookup.)
 const FIRST_STATIC: usize = if cfg!(miri) { 0 } else { FIRST_SEGMENT };
-static FIRST: [Slot; FIRST_STATIC] = [const {
-    Slot {
-        owner: AtomicU64::new(0),
-        state: UnsafeCell::new(None),
-    }
-}; FIRST_STATIC];
+static FIRST: [Slot; FIRST_STATIC] = [const { Slot::new() }; FIRST_STATIC];
 
 // SAFETY: a slot's state is reached only by the cache that owns it (its
 // owner word, published with Release after the state is written), whose
 // calls the caller serializes, and by `register`/`unregister` under the
-// registry lock while no one else owns it.
+// registry lock while no one else owns it; when the slot is `idle`, also
+// by the idle thread, and then every user holds the slot's `lock`.
 unsafe impl Sync for Slot {}
 
 #[inline(always)]
@@ -394,12 +492,7 @@ fn rebuild_numbers(n: &mut Option<Numbers>) {
 fn grow_to(number: u32) {
     let (s, _) = position(number);
     if (s > 0 || FIRST_STATIC == 0) && SEGMENT[s].load(Ordering::Acquire).is_null() {
-        let slots: Box<[Slot]> = (0..FIRST_SEGMENT << s)
-            .map(|_| Slot {
-                owner: AtomicU64::new(0),
-                state: UnsafeCell::new(None),
-            })
-            .collect();
+        let slots: Box<[Slot]> = (0..FIRST_SEGMENT << s).map(|_| Slot::new()).collect();
         SEGMENT[s].store(Box::leak(slots).as_mut_ptr(), Ordering::Release);
     }
 }
@@ -413,9 +506,14 @@ pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
         let slot = slot(number).expect("segment just made");
         let mut state = make();
         state.number = number;
-        // SAFETY: the slot is free (owner 0), so no one reads its state;
-        // the Release store below publishes it.
+        let idle = state.idle_on();
+        // SAFETY: the slot is free (owner 0, not idle), so no one reads
+        // its state; the Release stores below publish it.
         unsafe { *slot.state.get() = Some(state) };
+        if idle {
+            IDLE_CACHES.fetch_add(1, Ordering::AcqRel);
+            slot.idle.store(true, Ordering::Release);
+        }
         slot.owner.store(hide(owner), Ordering::Release);
         n.by_owner.insert(hide(owner), number);
         number
@@ -423,19 +521,27 @@ pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
 }
 
 /// The live cache at `owner`: through the hint, else through the map.
-/// Returns its number (to rewrite a wrong hint) and its state.
+/// Returns its number (to rewrite a wrong hint) and its state, held with
+/// the cache's lock when idle release is on.
 ///
 /// # Safety
 /// Calls on one cache are serialized by the caller, so the returned state
-/// is used by one thread at a time until `unregister`.
+/// is used by one thread at a time until `unregister` (the idle thread is
+/// kept out by the lock).
 #[inline(always)]
-pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, &'a mut CacheState)> {
+pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, Held<'a>)> {
     let key = hide(owner);
     if let Some(s) = slot(hint) {
         if s.owner.load(Ordering::Acquire) == key {
+            let lock = s.idle_lock();
             // SAFETY: owned by `owner`, initialised before the owner word
-            // was published; the caller serializes its use.
-            return unsafe { (*s.state.get()).as_mut().map(|state| (hint, state)) };
+            // was published; the caller serializes its use, and the lock
+            // (idle caches) keeps the idle thread out.
+            return unsafe {
+                (*s.state.get())
+                    .as_mut()
+                    .map(|state| (hint, Held { state, lock }))
+            };
         }
     }
     // SAFETY: as above.
@@ -448,26 +554,34 @@ pub unsafe fn find<'a>(owner: usize, hint: u32) -> Option<(u32, &'a mut CacheSta
 /// As for [`find`].
 #[cold]
 #[inline(never)]
-unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, &'a mut CacheState)> {
+unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, Held<'a>)> {
     let number = numbers(|n| n.by_owner.get(&key).copied())?;
     let s = slot(number)?;
     if s.owner.load(Ordering::Acquire) != key {
         return None;
     }
+    let lock = s.idle_lock();
     // SAFETY: as in `find`.
-    unsafe { (*s.state.get()).as_mut().map(|state| (number, state)) }
+    unsafe {
+        (*s.state.get())
+            .as_mut()
+            .map(|state| (number, Held { state, lock }))
+    }
 }
 
 /// Takes the live cache at `owner`, if any, out of the registry, found
 /// without reading the struct.
 pub fn unregister_at(owner: usize) -> Option<CacheState> {
-    numbers(|n| {
-        let number = n.by_owner.get(&hide(owner)).copied()?;
-        take(n, owner, number)
-    })
+    let number = numbers(|n| n.by_owner.get(&hide(owner)).copied())?;
+    // The idle thread is kept out while the state leaves (the caller
+    // serializes init and free at this address, so the number stays).
+    let _held = slot(number)?.idle_lock();
+    numbers(|n| take(n, owner, number))
 }
 
 /// Takes the cache numbered `number` (at `owner`) out of the registry.
+/// When the cache has idle release on, the caller holds its lock (the
+/// [`Held`] of the call).
 pub fn unregister(owner: usize, number: u32) -> Option<CacheState> {
     numbers(|n| take(n, owner, number))
 }
@@ -479,11 +593,54 @@ fn take(n: &mut Numbers, owner: usize, number: u32) -> Option<CacheState> {
         return None;
     }
     n.by_owner.remove(&hide(owner));
+    if s.idle.swap(false, Ordering::AcqRel) {
+        IDLE_CACHES.fetch_sub(1, Ordering::AcqRel);
+    }
     s.owner.store(0, Ordering::Release);
     n.free.push(Reverse(number));
     // SAFETY: the owner word is 0 again, so no lookup reaches the state;
     // the caller of `unregister` was its only user.
     unsafe { (*s.state.get()).take() }
+}
+
+/// For the idle thread: runs `f` on the state of every cache with idle
+/// release on, each under its cache's lock. The lock is tried, never
+/// waited for: while a call holds it the thread spins and yields, and
+/// gives up when `stop` says so (then returns false), so a stopping
+/// thread is never kept by a caller.
+pub fn for_each_idle_cache(stop: &dyn Fn() -> bool, mut f: impl FnMut(&mut CacheState)) -> bool {
+    for (_, slot) in all_slots() {
+        if slot.owner.load(Ordering::Acquire) == 0 || !slot.idle.load(Ordering::Acquire) {
+            continue;
+        }
+        let mut spins = 0u32;
+        let held = loop {
+            if let Some(held) = slot.lock.try_lock() {
+                break held;
+            }
+            if stop() {
+                return false;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
+                std::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        };
+        // Checked again under the lock: a cache that has idle release on
+        // and owns the slot now is complete (its state was written before
+        // the flag and the owner word), and its calls wait for the lock.
+        if slot.owner.load(Ordering::Acquire) != 0 && slot.idle.load(Ordering::Acquire) {
+            // SAFETY: see above; the lock is held until `held` drops.
+            if let Some(state) = unsafe { (*slot.state.get()).as_mut() } {
+                f(state);
+            }
+        }
+        drop(held);
+    }
+    true
 }
 
 /// True when no cache is initialised.
@@ -543,6 +700,42 @@ mod tests {
         // SAFETY: as above.
         unsafe { assert!(find(owner_a, a).is_none()) };
         assert!(unregister(owner_b, b).is_some());
+    }
+
+    #[test]
+    fn idle_caches_are_locked_counted_and_swept() {
+        let owner = 0x4000_0008usize;
+        let plain = 0x4000_0040usize;
+        let before = idle_caches();
+        let idle = register(owner, || {
+            let mut s = CacheState::new(Cache::new(4, Policy::Fifo), HeadWords::default());
+            s.idle_epochs = 5;
+            s
+        });
+        let other = register(plain, || {
+            CacheState::new(Cache::new(4, Policy::Fifo), HeadWords::default())
+        });
+        assert!(idle_caches() > before);
+        // SAFETY: this test is the only user of these states.
+        unsafe {
+            let (_, held) = find(owner, idle).unwrap();
+            assert!(held.locked() && held.idle_on());
+            // The sweep cannot take a held cache: it gives up when told to.
+            assert!(!for_each_idle_cache(&|| true, |s| assert_ne!(s.number, idle)));
+            drop(held);
+            assert!(
+                !find(plain, other).unwrap().1.locked(),
+                "no lock without idle release"
+            );
+        }
+        let mut seen = vec![];
+        assert!(for_each_idle_cache(&|| false, |s| seen.push(s.number)));
+        assert!(seen.contains(&idle) && !seen.contains(&other), "{seen:?}");
+        assert!(unregister_at(owner).is_some());
+        assert!(unregister(plain, other).is_some());
+        let mut seen = vec![];
+        for_each_idle_cache(&|| false, |s| seen.push(s.number));
+        assert!(!seen.contains(&idle));
     }
 
     #[test]

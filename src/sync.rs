@@ -82,7 +82,8 @@ fn token_word() -> &'static AtomicU64 {
     unsafe { &*w }
 }
 
-fn page_size() -> usize {
+/// The page size (4096 when sysconf cannot say).
+pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {
@@ -189,37 +190,12 @@ impl RawLock {
     }
 
     /// Takes the lock until the guard drops.
+    #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
         let mut spins = 0u32;
         loop {
-            // Read afresh while waiting: where the token is cleared by a
-            // fork handler, a child's threads may start before it runs.
-            let me = process_token();
-            match self
-                .0
-                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => {
-                    return LockGuard {
-                        lock: self,
-                        stolen: false,
-                    }
-                }
-                Err(holder) if holder != 0 && holder != me => {
-                    // Held in an ancestor by a thread this fork child does
-                    // not have: nobody will release it.
-                    if self
-                        .0
-                        .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return LockGuard {
-                            lock: self,
-                            stolen: true,
-                        };
-                    }
-                }
-                Err(_) => {}
+            if let Some(held) = self.try_lock() {
+                return held;
             }
             spins = spins.wrapping_add(1);
             if spins % 64 != 0 {
@@ -228,6 +204,38 @@ impl RawLock {
                 // SAFETY: sched_yield has no preconditions.
                 unsafe { libc::sched_yield() };
             }
+        }
+    }
+}
+
+impl RawLock {
+    /// Takes the lock if it is free, or held under another process's
+    /// token (taken over, as [`RawLock::lock`] does); `None` when a thread
+    /// of this process holds it. Never waits.
+    #[inline]
+    pub fn try_lock(&self) -> Option<LockGuard<'_>> {
+        // Read afresh at every attempt: where the token is cleared by a
+        // fork handler, a child's threads may start before it runs.
+        let me = process_token();
+        match self
+            .0
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(LockGuard {
+                lock: self,
+                stolen: false,
+            }),
+            // Held in an ancestor by a thread this fork child does not
+            // have: nobody will release it.
+            Err(holder) if holder != 0 && holder != me => self
+                .0
+                .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                .ok()
+                .map(|_| LockGuard {
+                    lock: self,
+                    stolen: true,
+                }),
+            Err(_) => None,
         }
     }
 }
@@ -306,6 +314,19 @@ mod tests {
         }
         let n = if cfg!(miri) { 200 } else { 80_000 };
         assert_eq!(COUNTER.with(|c, _| *c), n);
+    }
+
+    #[test]
+    fn try_lock_never_waits_and_takes_over_a_foreign_holder() {
+        let l = RawLock::new();
+        let held = l.try_lock().expect("free");
+        assert!(!held.stolen);
+        assert!(l.try_lock().is_none(), "held by this process");
+        drop(held);
+        std::mem::forget(l.lock());
+        l.0.store(process_token() ^ (1 << 63), Ordering::Release);
+        assert!(l.try_lock().is_some_and(|g| g.stolen));
+        assert!(l.try_lock().is_some_and(|g| !g.stolen));
     }
 
     #[test]

@@ -463,6 +463,27 @@ impl<H: Copy, O: Observer> Cache<H, O> {
         self.len = 0;
     }
 
+    /// Takes every entry for which `released` is true out of the cache,
+    /// in list order, passing each to `on_remove` after it left. Not an
+    /// eviction: nothing is counted (the caller released these entries'
+    /// tables for its own reasons, idle release say), and the order of
+    /// the others, the SIEVE marks and hand are kept as an eviction
+    /// would keep them. Returns how many left.
+    pub fn remove_if(&mut self, mut released: impl FnMut(H) -> bool, mut on_remove: impl FnMut(H)) -> u32 {
+        let mut removed = 0;
+        let mut cur = self.head;
+        while cur != NIL {
+            let node = self.nodes[cur as usize];
+            if released(node.handle) {
+                self.remove_slot(cur);
+                on_remove(node.handle);
+                removed += 1;
+            }
+            cur = node.next;
+        }
+        removed
+    }
+
     fn evict_down_to(&mut self, target: u32, mut in_use: impl FnMut(H) -> bool, mut on_evict: impl FnMut(H)) {
         if self.len <= target {
             return;
@@ -474,6 +495,7 @@ impl<H: Copy, O: Observer> Cache<H, O> {
                     let node = self.nodes[cur as usize];
                     if !in_use(node.handle) {
                         self.remove_slot(cur);
+                        self.stats.evictions += 1;
                         on_evict(node.handle);
                     }
                     cur = node.next;
@@ -502,6 +524,7 @@ impl<H: Copy, O: Observer> Cache<H, O> {
                         self.visited[slot as usize] = false;
                     } else {
                         self.remove_slot(slot);
+                        self.stats.evictions += 1;
                         on_evict(node.handle);
                     }
                 }
@@ -553,7 +576,8 @@ impl<H: Copy, O: Observer> Cache<H, O> {
         self.visited.reserve_exact(want - self.visited.len());
     }
 
-    /// Takes a slot out of the list and the index and frees it.
+    /// Takes a slot out of the list and the index and frees it (counting
+    /// nothing: an eviction counts itself).
     fn remove_slot(&mut self, slot: u32) {
         self.observer.on_remove(slot);
         if self.hand == slot {
@@ -571,7 +595,6 @@ impl<H: Copy, O: Observer> Cache<H, O> {
         self.nodes[slot as usize].next = self.free_head;
         self.free_head = slot;
         self.len -= 1;
-        self.stats.evictions += 1;
     }
 
     fn unlink(&mut self, slot: u32) {
@@ -623,6 +646,33 @@ mod tests {
             assert_eq!(commit(&mut c, h, &HashSet::new(), &mut vec![]), Commit::Inserted);
         }
         c
+    }
+
+    #[test]
+    fn remove_if_takes_entries_out_without_counting_evictions() {
+        for policy in Policy::ALL {
+            let mut c = filled(5, policy);
+            let mut gone = vec![];
+            assert_eq!(c.remove_if(|h| h % 2 == 0, |h| gone.push(h)), 2);
+            assert_eq!(gone, vec![2, 4]);
+            assert_eq!(c.handles(), vec![1, 3, 5], "{policy:?}");
+            assert_eq!(c.len(), 3);
+            assert_eq!(c.stats().evictions, 0, "not evictions");
+            assert!(!c.contains(0x20000) && c.find(0x40000).is_none());
+            assert!(c.find(0x30000).is_some());
+            // The cache goes on as usual: room is made by evicting again.
+            let mut ev = vec![];
+            commit(&mut c, 6, &HashSet::new(), &mut ev);
+            commit(&mut c, 7, &HashSet::new(), &mut ev);
+            commit(&mut c, 8, &HashSet::new(), &mut ev);
+            assert_eq!(c.len(), 5);
+            assert_eq!(ev.len(), 1, "{policy:?}: {ev:?}");
+            assert_eq!(c.stats().evictions, 1);
+            assert_eq!(c.remove_if(|_| true, |_| {}), 5);
+            assert!(c.is_empty() && c.handles().is_empty());
+            commit(&mut c, 9, &HashSet::new(), &mut ev);
+            assert_eq!(c.handles(), vec![9]);
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl OnMisuse {
 pub enum Size {
     /// At most this many tables (a positive number), as QEMU's constant.
     Fixed(u32),
-    /// Sized by the library: it starts at [`AUTO_START`] tables.
+    /// Sized by the library: it starts at `AUTO_START` (50) tables.
     Auto,
 }
 

@@ -312,6 +312,12 @@ static void idle_cycle(int threads, gboolean free_all, double wait)
     }
     unload(&l);
     g_free(c);
+    /* pthread_join returns once the kernel cleared the thread's id, which
+     * it does a moment before the thread leaves /proc/self/task: on a
+     * loaded machine the count can lag the join, so give it a second. */
+    for (int i = 0; i < 1000 && thread_count() != threads; i++) {
+        g_usleep(1000);
+    }
     g_assert_cmpint(thread_count(), ==, threads);
 }
 

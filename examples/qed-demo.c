@@ -483,6 +483,61 @@ static uint64_t replay(unsigned max)
     return misses;
 }
 
+/* The recorded lookups replayed through an auto cache (docs/sizing.md),
+ * with real 256 KiB tables: its misses, the size it chose, the most tables
+ * it held and the most table memory. */
+static uint64_t replay_auto(unsigned *chosen, uint64_t *peak, uint64_t *peak_bytes)
+{
+    L2TableCache c;
+    uint64_t misses = 0;
+    memset(&c, 0, sizeof(c));
+    qed_init_l2_cache(&c);
+    qed_l2_cache_set_advisor(&c, 0);
+    qed_l2_cache_set_auto(&c, 1);
+    *peak_bytes = 0;
+    for (size_t i = 0; i < trace_len; i++) {
+        CachedL2Table *e = qed_find_l2_cache_entry(&c, trace[i]);
+        if (!e) {
+            misses++;
+            e = qed_alloc_l2_cache_entry(&c);
+            e->table = table_alloc();
+            e->offset = trace[i];
+            qed_commit_l2_cache_entry(&c, e);
+            e = qed_find_l2_cache_entry(&c, trace[i]);
+            uint64_t bytes = qed_l2_cache_get_table_bytes(&c);
+            *peak_bytes = bytes > *peak_bytes ? bytes : *peak_bytes;
+        }
+        qed_unref_l2_cache_entry(e);
+    }
+    QedL2CacheStats st;
+    qed_l2_cache_get_stats(&c, &st);
+    *chosen = qed_l2_cache_get_target(&c);
+    *peak = st.peak_entries;
+    qed_free_l2_cache(&c);
+    return misses;
+}
+
+/* Auto beside the fixed default, on the same lookups. */
+static void auto_beside_fixed(void)
+{
+    unsigned chosen;
+    uint64_t peak, peak_bytes;
+    uint64_t m_auto = replay_auto(&chosen, &peak, &peak_bytes);
+    uint64_t m_fixed = replay(50);
+    uint64_t m_chosen = replay(chosen);
+    double n = trace_len ? (double)trace_len : 1;
+    printf("\n  QED_L2_CACHE_SIZE=auto beside the fixed default, replaying the same %zu lookups\n"
+           "  (no requests in flight; auto learns as it goes, from 50 tables):\n\n", trace_len);
+    printf("  %-34s %9s %8s %12s\n", "", "misses", "hit rate", "tables (max)");
+    printf("  %-34s %9" PRIu64 " %7.1f%% %12u\n", "fixed 50 (the default)", m_fixed, 100 * (1 - m_fixed / n), 50);
+    printf("  %-34s %9" PRIu64 " %7.1f%% %12" PRIu64 "\n", "auto (learning included)", m_auto, 100 * (1 - m_auto / n),
+           peak);
+    printf("  %-34s %9" PRIu64 " %7.1f%% %12u\n", "fixed at the size auto chose", m_chosen, 100 * (1 - m_chosen / n),
+           chosen);
+    printf("\n  auto chose %u tables; it held at most %" PRIu64 " (%.1f MiB of tables, of 32 MiB allowed)\n", chosen,
+           peak, peak_bytes / 1048576.0);
+}
+
 #define MAX_POINTS 8
 
 typedef struct {
@@ -732,6 +787,7 @@ int main(int argc, char **argv)
     }
 
     ok &= miss_curve(svg);
+    auto_beside_fixed();
 
     qed_free_l2_cache(&cache);
     if (cache.n_entries != 0 || cache.entries.tqh_first != NULL) {

@@ -575,6 +575,80 @@ static void test_env_invalid_value(void)
     g_test_trap_assert_stderr_unmatched("*\n*\n*"); /* one line */
 }
 
+/* QEMU's read path: find; on a miss alloc, commit, find again (which must
+ * hit); unref. Returns 1 on a miss. */
+static int read_path(L2TableCache *c, unsigned i)
+{
+    CachedL2Table *e = qed_find_l2_cache_entry(c, table_offset(i));
+    int miss = e == NULL;
+    if (miss) {
+        commit_table(c, i);
+        e = hit(c, i);
+    }
+    qed_unref_l2_cache_entry(e);
+    return miss;
+}
+
+/*
+ * QED_L2_CACHE_SIZE=auto (docs/sizing.md). KNOBS_EXPECT_AUTO=grow: a cache
+ * starts at 50 tables and, under uniform lookups over 100, takes them all.
+ * KNOBS_EXPECT_AUTO=tiny: QED_L2_CACHE_MEMORY (8 KiB) is below one table
+ * (4 KiB here) for each of the three caches: one line says so, naming the
+ * variable, and each
+ * cache keeps one table, its find after a commit still hitting.
+ */
+static void test_env_auto(void)
+{
+    const char *want = expectation("KNOBS_EXPECT_AUTO");
+    if (!want) {
+        return;
+    }
+    if (g_str_equal(want, "grow")) {
+        L2TableCache *c = g_malloc0(sizeof(*c));
+        qed_init_l2_cache(c);
+        g_assert_cmpuint(qed_l2_cache_get_target(c), ==, 50);
+        uint64_t x = 1;
+        for (unsigned i = 0; i < 40000; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            read_path(c, (unsigned)(x >> 33) % 100);
+        }
+        g_assert_cmpuint(qed_l2_cache_get_target(c), >=, 99);
+        g_assert_cmpuint(c->n_entries, >=, 99);
+        /* set_max_entries makes it a fixed cache again. */
+        qed_l2_cache_set_max_entries(c, 7);
+        for (unsigned i = 0; i < 10000; i++) {
+            read_path(c, i % 100);
+        }
+        g_assert_cmpuint(qed_l2_cache_get_target(c), ==, 7);
+        g_assert_cmpuint(c->n_entries, ==, 7);
+        drop_cache(c);
+        return;
+    }
+    g_assert_cmpstr(want, ==, "tiny");
+    if (g_test_subprocess()) {
+        L2TableCache *c[3];
+        for (unsigned k = 0; k < 3; k++) {
+            c[k] = g_malloc0(sizeof(*c[k]));
+            qed_init_l2_cache(c[k]);
+        }
+        for (unsigned i = 0; i < 30000; i++) {
+            for (unsigned k = 0; k < 3; k++) {
+                read_path(c[k], 100 * k + i % 20);
+            }
+        }
+        for (unsigned k = 0; k < 3; k++) {
+            g_assert_cmpuint(qed_l2_cache_get_target(c[k]), ==, 1);
+            g_assert_cmpuint(c[k]->n_entries, ==, 1);
+            drop_cache(c[k]);
+        }
+        return;
+    }
+    g_test_trap_subprocess(NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+    g_test_trap_assert_stderr("*QED_L2_CACHE_MEMORY*less than one table*\n");
+    g_test_trap_assert_stderr_unmatched("*\n*\n*"); /* one line */
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -593,5 +667,6 @@ int main(int argc, char **argv)
     g_test_add_func("/knobs/env/size", test_env_size);
     g_test_add_func("/knobs/env/policy", test_env_policy);
     g_test_add_func("/knobs/env/invalid-value", test_env_invalid_value);
+    g_test_add_func("/knobs/env/auto", test_env_auto);
     return g_test_run();
 }

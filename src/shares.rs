@@ -256,7 +256,10 @@ fn rebalance(p: &mut Pool, budget: u64) {
         })
         .collect();
     let proposed = share(&demands, shared);
-    if proposed.over_budget && !REPORTED_SMALL.swap(true, Ordering::Relaxed) {
+    // Said once, and only when every member has measured its tables (a
+    // member that has not decided yet counts with an assumed table size).
+    let all_measured = with_curve.len() == p.members.len();
+    if proposed.over_budget && all_measured && !REPORTED_SMALL.swap(true, Ordering::Relaxed) {
         write_line(format_args!(
             "qed-l2-cache: QED_L2_CACHE_MEMORY={budget} bytes is less than one table for each of the \
              {} auto caches; each keeps one table",

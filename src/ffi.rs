@@ -681,13 +681,9 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
             // Beside take_ref, which reads the same count: one load for both.
             qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, e.refs());
             take_ref(F, e);
-            if state.idle_on() {
-                // The cache's lock is held (idle release is on).
-                e.touch(idle::epoch());
-            }
-            // After take_ref: the entry found is held, so never evicted.
-            if size_due(state) {
-                choose_size(l2_cache, state);
+            // One branch for fixed caches without idle release.
+            if state.idle_on() || state.is_auto() {
+                after_hit(l2_cache, state, e);
             }
         }
         e.as_c()
@@ -915,6 +911,26 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
     if new != max {
         // SAFETY: per the caller's guarantee.
         unsafe { resize(l2_cache, state, new.max(1)) };
+    }
+}
+
+/// What a hit does beyond the fixed cache's: stamps the entry (idle
+/// release), and chooses the size or gives back (auto), after take_ref: the
+/// entry found is held, so never evicted.
+///
+/// # Safety
+/// As for [`resize`]; `e` is cached in it, and held by the caller.
+#[cold]
+#[inline(never)]
+unsafe fn after_hit(l2_cache: *mut L2TableCache, state: &mut CacheState, e: EntryPtr) {
+    if state.idle_on() {
+        // SAFETY: per the caller's guarantee; the cache's lock is held
+        // (idle release is on).
+        unsafe { e.touch(idle::epoch()) };
+    }
+    if size_due(state) {
+        // SAFETY: per the caller's guarantee.
+        unsafe { choose_size(l2_cache, state) };
     }
 }
 

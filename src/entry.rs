@@ -388,13 +388,16 @@ impl EntryPtr {
     /// instead (reported by the caller as a misuse, once: a frozen count
     /// refuses silently).
     ///
+    /// `refs` is the count the caller has just read ([`Self::refs`], in the
+    /// same call under the caller's lock): the hit path reads it once for
+    /// its probe and for this.
+    ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
     #[inline(always)]
-    pub unsafe fn take_ref(self) -> Result<(), Saturated> {
+    pub unsafe fn take_ref(self, refs: c_int) -> Result<(), Saturated> {
         // SAFETY: per the caller.
         unsafe {
-            let refs = self.refs();
             if refs == c_int::MAX {
                 if self.flag(FLAG_SATURATED) {
                     return Ok(());
@@ -558,7 +561,7 @@ mod tests {
             (*e.as_c()).offset = 0x10000;
             e.set_cached(true);
             assert!(e.only_the_cache_holds());
-            assert_eq!(e.take_ref(), Ok(()));
+            assert_eq!(e.take_ref(e.refs()), Ok(()));
             assert!(!e.only_the_cache_holds(), "a request holds it");
             assert_eq!(e.drop_ref(), Some(1));
             e.touch(7);
@@ -587,16 +590,16 @@ mod tests {
             assert_eq!(e.caller_may_unref(), Err(NotHeld::CachesOwn));
             assert!(!e.is_pinned() && !e.holds_callers_reference());
             // A find: a request holds it, so it is pinned.
-            assert_eq!(e.take_ref(), Ok(()));
+            assert_eq!(e.take_ref(e.refs()), Ok(()));
             assert!(e.is_pinned());
             assert_eq!(e.caller_may_unref(), Ok(()));
             assert_eq!(e.drop_ref(), Some(1));
             assert!(!e.is_pinned());
             // At INT_MAX the count freezes, once reported.
             (*e.as_c()).r#ref = c_int::MAX - 1;
-            assert_eq!(e.take_ref(), Ok(()));
-            assert_eq!(e.take_ref(), Err(Saturated));
-            assert_eq!(e.take_ref(), Ok(()), "reported once");
+            assert_eq!(e.take_ref(e.refs()), Ok(()));
+            assert_eq!(e.take_ref(e.refs()), Err(Saturated));
+            assert_eq!(e.take_ref(e.refs()), Ok(()), "reported once");
             assert_eq!(e.refs(), c_int::MAX);
             assert_eq!(e.drop_ref(), None, "frozen: never released");
             assert_eq!(e.refs(), c_int::MAX);

@@ -282,12 +282,14 @@ fn live_entry(function: &str, entry: *mut CachedL2Table, if_released: &str) -> R
 /// One more reference for a find (`function`); a count at `INT_MAX` is
 /// reported once and frozen.
 ///
+/// `refs`: the count the caller just read (`EntryPtr::refs`).
+///
 /// # Safety
 /// `e` is live and serialized by the caller's lock.
 #[inline(always)]
-unsafe fn take_ref(function: &str, e: EntryPtr) {
+unsafe fn take_ref(function: &str, e: EntryPtr, refs: std::ffi::c_int) {
     // SAFETY: per the caller.
-    if let Err(Saturated) = unsafe { e.take_ref() } {
+    if let Err(Saturated) = unsafe { e.take_ref(refs) } {
         misuse(
             function,
             format_args!(
@@ -439,6 +441,7 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
                 written,
             );
             state.idle_epochs = idle_epochs;
+            state.extras = idle_epochs != 0;
             state
         });
         if idle_epochs != 0 {
@@ -678,11 +681,12 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
                     ),
                 );
             }
-            // Beside take_ref, which reads the same count: one load for both.
-            qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, e.refs());
-            take_ref(F, e);
+            // The probe and take_ref read the same count: one load for both.
+            let refs = e.refs();
+            qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, refs);
+            take_ref(F, e, refs);
             // One branch for fixed caches without idle release.
-            if state.idle_on() || state.is_auto() {
+            if state.extras {
                 after_hit(l2_cache, state, e);
             }
         }
@@ -1167,6 +1171,7 @@ unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool
         }
         _ => {}
     }
+    state.extras = state.idle_on() || state.is_auto();
     if !was_counting && state.counts_table_bytes() {
         // Bytes were not kept until now: count what is cached.
         let bytes: u64 = state

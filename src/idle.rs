@@ -449,7 +449,7 @@ mod tests {
         }
         // SAFETY: as above.
         unsafe {
-            entries[1].take_ref().unwrap(); // held by a request
+            entries[1].take_ref(entries[1].refs()).unwrap(); // held by a request
             entries[2].touch(100 + IDLE_EPOCHS - 1); // touched one epoch later
         }
         let mut out = vec![];

@@ -85,6 +85,9 @@ pub struct CacheState {
     pub peak_table_bytes: u64,
     /// An auto cache's place in the process budget.
     pub share: Option<Share>,
+    /// Idle release or auto sizing is on: a hit has more to do
+    /// (`idle_on() || is_auto()`, kept by whoever changes either).
+    pub extras: bool,
     /// The cache's slot number (its record is number - 1), set by
     /// [`register`].
     pub number: u32,
@@ -111,6 +114,7 @@ impl CacheState {
             table_bytes: 0,
             peak_table_bytes: 0,
             share: None,
+            extras: false,
             number: 0,
             idle_epochs: 0,
             idle_releases: 0,

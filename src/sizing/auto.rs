@@ -54,12 +54,21 @@ pub struct AutoSizer {
     committed: u64,
     finds: u64,
     next_decision: u64,
+    /// Lookups from one decision to the next: [`AutoSizer::FIRST_DECISION`]
+    /// at first, doubling up to [`AutoSizer::DECIDE_EVERY`] (a cache that
+    /// starts too small reads a table at nearly every lookup until it
+    /// grows; a short window is enough to see that it must).
+    every: u64,
 }
 
 impl AutoSizer {
-    /// Lookups between two decisions (at least; more when the curve is
-    /// deep, so a decision's `O(depth)` scan stays a small share).
+    /// Lookups between two decisions once learning is done (at least;
+    /// more when the curve is deep, so a decision's `O(depth)` scan stays
+    /// a small share).
     pub(crate) const DECIDE_EVERY: u64 = 2048;
+
+    /// Lookups before the first decision.
+    pub(crate) const FIRST_DECISION: u64 = 256;
 
     /// A sizer tracking sizes up to `depth` tables.
     pub fn new(depth: u32) -> Self {
@@ -67,7 +76,8 @@ impl AutoSizer {
             curve: ReuseCurve::new(depth, Self::window_for(depth)),
             committed: NO_OFFSET,
             finds: 0,
-            next_decision: Self::DECIDE_EVERY,
+            next_decision: Self::FIRST_DECISION,
+            every: Self::FIRST_DECISION,
         }
     }
 
@@ -104,12 +114,21 @@ impl AutoSizer {
     /// whose reuse could only hit in a cache larger than `cap`, and
     /// schedules the next decision [`Self::DECIDE_EVERY`] lookups on (or
     /// half the depth, if more).
-    /// Returns the size and the curve it was chosen from (see
+    /// Until the window holds a full half ([`ReuseCurve::window`] lookups)
+    /// it never wants fewer than `current`. Returns the size and the curve
+    /// it was chosen from (see
     /// [`Self::misses`]).
     pub fn decide(&mut self, cap: u32, current: u32) -> (u32, Vec<u64>) {
         let m = self.misses(current);
-        let wanted = smallest_near_best(&m, cap, self.curve.lookups() / 100);
-        let every = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
+        let mut wanted = smallest_near_best(&m, cap, self.curve.lookups() / 100);
+        if self.curve.lookups() < self.curve.window() {
+            // Learning: first lookups look like far ones, so a short
+            // window may only say "more", never "fewer".
+            wanted = wanted.max(current);
+        }
+        let steady = Self::DECIDE_EVERY.max(u64::from(self.curve.depth()) / 2);
+        self.every = (2 * self.every).min(steady);
+        let every = self.every;
         if let Some(t) = self.curve.eviction_time(cap) {
             // Twice the eviction time at the cap, and a decision's worth
             // of lookups: what is older misses at every size up to the cap.
@@ -219,8 +238,8 @@ mod tests {
         let trace = (0..100_000u64).map(|i| (i % 120 + 1) << 16);
         let (misses, c) = replay(trace, 126, Policy::Fifo);
         assert_eq!(c.max_entries(), 120);
-        // Learning: the first decision comes after 2,048 lookups.
-        assert!(misses < 2_048 + 2 * 120, "{misses}");
+        // Learning: the first decision comes after 256 lookups.
+        assert!(misses < 256 + 2 * 120, "{misses}");
     }
 
     #[test]

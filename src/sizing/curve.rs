@@ -136,6 +136,11 @@ impl ReuseCurve {
         self.depth
     }
 
+    /// Lookups per half of the window.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
     /// Computes the curve up to `depth` (at least 1) from now on.
     pub fn set_depth(&mut self, depth: u32) {
         self.depth = depth.max(1);

@@ -234,6 +234,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn a_loop_above_the_default_is_found_and_taken_whole() {
         let trace = (0..100_000u64).map(|i| (i % 120 + 1) << 16);
         let (misses, c) = replay(trace, 126, Policy::Fifo);
@@ -243,6 +244,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn a_phase_change_gives_tables_back() {
         let trace = (0..100_000u64)
             .map(|i| (i % 100 + 1) << 16)
@@ -253,6 +255,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn the_curve_survives_the_cache_resizing_itself() {
         let trace = (0..50_000u64).map(|i| (i % 120 + 1) << 16);
         let (_, c) = replay(trace, 126, Policy::Lru);
@@ -272,6 +275,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn bookkeeping_per_table_is_an_upper_bound() {
         // Heap bytes per table of the core and of the curve, full.
         let n = 4096u32;

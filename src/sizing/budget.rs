@@ -659,6 +659,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn the_sum_never_passes_the_budget() {
         // A fixed pseudo-random walk over mixes of curves and budgets.
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -708,6 +709,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn on_convex_curves_with_one_table_size_greedy_is_exact() {
         // Rounding a smooth curve to integers can leave it a little
         // concave here and there; these are convex to the last miss.
@@ -746,6 +748,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn near_the_best_static_split_on_a_mix_of_eight() {
         const D: u32 = 1500;
         let curves = [

@@ -405,6 +405,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn buckets_are_exact_then_logarithmic_and_counted_at_their_end() {
         for t in 1..EXACT_TIMES {
             assert_eq!(bucket(t), t as usize);
@@ -439,6 +440,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
     fn uniform_and_skewed_curves_are_close_to_exact_lru() {
         let mut seed = 7;
         let uniform: Vec<u64> = (0..60_000).map(|_| (lcg(&mut seed) % 200 + 1) << 16).collect();

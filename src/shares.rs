@@ -34,7 +34,7 @@ struct Member {
     finds_then: u64,
     process_then: u64,
     per_table: u64,
-    /// The size it wants on its own (the grant's ceiling).
+    /// The size it wants on its own (its size without a budget).
     alone: u32,
     /// Its maximum now.
     size: u32,
@@ -99,7 +99,9 @@ pub struct Decision<'a> {
     pub finds: u64,
     /// Bytes per table.
     pub per_table: u64,
-    /// The size it wants on its own under the cap.
+    /// The size it wants on its own under the cap (its size when there is
+    /// no budget). With one, its grant may go past it, up to where its
+    /// curve stops falling: the budget is what the operator allows.
     pub alone: u32,
 }
 
@@ -209,7 +211,7 @@ pub fn decide(share: &Share, d: Decision) -> u32 {
         };
         rebalance(p, budget);
         let m = &p.members[i];
-        let grant = m.grant.load(Ordering::Relaxed).min(m.alone);
+        let grant = m.grant.load(Ordering::Relaxed);
         // Grow only into bytes the others have given back.
         let room = free_tables(p, budget, Some(i), m.per_table);
         let size = grant.min(room).max(1);
@@ -252,7 +254,7 @@ fn rebalance(p: &mut Pool, budget: u64) {
             misses: &m.misses,
             finds: (m.rate * PERIOD) as u64,
             table_bytes: m.per_table,
-            cap: Some(m.alone),
+            cap: None,
         })
         .collect();
     let proposed = share(&demands, shared);

@@ -207,6 +207,8 @@ impl Observer for AutoSizer {
 }
 
 #[cfg(test)]
+// Under Miri these are skipped: the module has no unsafe code for Miri to
+// check, and its tests run hundreds of thousands of lookups or curve points.
 mod tests {
     use super::*;
     use crate::cache::{Cache, Policy};
@@ -234,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn a_loop_above_the_default_is_found_and_taken_whole() {
         let trace = (0..100_000u64).map(|i| (i % 120 + 1) << 16);
         let (misses, c) = replay(trace, 126, Policy::Fifo);
@@ -244,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn a_phase_change_gives_tables_back() {
         let trace = (0..100_000u64)
             .map(|i| (i % 100 + 1) << 16)
@@ -255,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn the_curve_survives_the_cache_resizing_itself() {
         let trace = (0..50_000u64).map(|i| (i % 120 + 1) << 16);
         let (_, c) = replay(trace, 126, Policy::Lru);
@@ -267,6 +269,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn the_default_cap_holds_125_default_tables() {
         let per_table = ASSUMED_TABLE_BYTES + BOOKKEEPING_PER_TABLE;
         assert_eq!(tables_within(CAP_BYTES, per_table), 125);
@@ -275,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn bookkeeping_per_table_is_an_upper_bound() {
         // Heap bytes per table of the core and of the curve, full.
         let n = 4096u32;
@@ -293,6 +296,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn hysteresis_grows_at_once_and_shrinks_past_an_eighth() {
         assert_eq!(next_maximum(50, 51), Some(51));
         assert_eq!(next_maximum(80, 71), None);

@@ -408,6 +408,8 @@ pub fn worth_changing(
 }
 
 #[cfg(test)]
+// Under Miri these are skipped: the module has no unsafe code for Miri to
+// check, and its tests run hundreds of thousands of lookups or curve points.
 mod tests {
     use super::*;
 
@@ -491,6 +493,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn hulls_bridge_cliffs_flatten_rises_and_merge_lines() {
         let looped = loop_curve(120, 1000, 400);
         assert_eq!(hull_corners(&demand(&looped, 1, 1)), [1, 120]);
@@ -514,6 +517,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_cliff_is_bought_whole_when_worth_it() {
         let looped = loop_curve(120, 100_000, 400);
         let smooth = smooth_curve(50.0, 100_000, 400);
@@ -531,6 +535,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_cliff_that_does_not_fit_gets_none_of_the_budget() {
         let looped = loop_curve(120, 100_000, 400);
         let smooth = smooth_curve(50.0, 100_000, 400);
@@ -541,6 +546,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_cliff_met_late_displaces_tables_bought_before_it() {
         let smooth = smooth_curve(50.0, 100_000, 400);
         let looped = loop_curve(100, 29_300, 400);
@@ -561,6 +567,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn rates_change_the_answer() {
         let looped = loop_curve(120, 100_000, 400);
         let smooth = smooth_curve(50.0, 100_000, 400);
@@ -582,6 +589,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn bytes_per_table_differ() {
         let a = smooth_curve(50.0, 100_000, 2000);
         let b = smooth_curve(50.0, 100_000, 2000);
@@ -605,6 +613,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn the_floor_when_the_budget_is_too_small() {
         let a = smooth_curve(50.0, 100_000, 400);
         let demands = [
@@ -637,6 +646,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn caps_and_extents_bound_every_grant() {
         let a = smooth_curve(10.0, 100_000, 30);
         let b = smooth_curve(10.0, 100_000, 400);
@@ -659,7 +669,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn the_sum_never_passes_the_budget() {
         // A fixed pseudo-random walk over mixes of curves and budgets.
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -709,7 +719,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn on_convex_curves_with_one_table_size_greedy_is_exact() {
         // Rounding a smooth curve to integers can leave it a little
         // concave here and there; these are convex to the last miss.
@@ -748,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn near_the_best_static_split_on_a_mix_of_eight() {
         const D: u32 = 1500;
         let curves = [
@@ -793,6 +803,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn small_gains_keep_the_grants_in_force() {
         let a = smooth_curve(50.0, 100_000, 400);
         let b = smooth_curve(50.0, 100_000, 400);

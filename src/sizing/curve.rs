@@ -380,6 +380,8 @@ pub fn smallest_near_best(m: &[u64], cap: u32, slack: u64) -> u32 {
 }
 
 #[cfg(test)]
+// Under Miri these are skipped: the module has no unsafe code for Miri to
+// check, and its tests run hundreds of thousands of lookups or curve points.
 mod tests {
     use super::*;
     use crate::cache::{Cache, Policy};
@@ -405,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn buckets_are_exact_then_logarithmic_and_counted_at_their_end() {
         for t in 1..EXACT_TIMES {
             assert_eq!(bucket(t), t as usize);
@@ -423,6 +425,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_loop_is_an_exact_cliff() {
         let mut c = ReuseCurve::new(200, u64::MAX);
         for i in 0..12_000u64 {
@@ -440,7 +443,7 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore)] // hundreds of thousands of lookups
+    #[cfg_attr(miri, ignore)]
     fn uniform_and_skewed_curves_are_close_to_exact_lru() {
         let mut seed = 7;
         let uniform: Vec<u64> = (0..60_000).map(|_| (lcg(&mut seed) % 200 + 1) << 16).collect();
@@ -470,6 +473,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn the_window_forgets_an_old_phase() {
         let mut c = ReuseCurve::new(200, 1000);
         for i in 0..5000u64 {
@@ -484,6 +488,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn slots_shortcut_the_hash_and_stale_slots_are_harmless() {
         let mut c = ReuseCurve::new(10, u64::MAX);
         assert_eq!(c.lookup(1 << 16, Some(0)), None);
@@ -498,6 +503,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn forgotten_tables_count_as_far() {
         let mut c = ReuseCurve::new(10, u64::MAX);
         for t in 1..=5u64 {
@@ -510,6 +516,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn eviction_time_inverts_the_area() {
         let mut c = ReuseCurve::new(200, u64::MAX);
         for i in 0..12_000u64 {
@@ -522,6 +529,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_commit_without_lookup_is_remembered_without_counting() {
         let mut c = ReuseCurve::new(10, u64::MAX);
         c.note_without_lookup(1 << 16, None);
@@ -533,6 +541,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn smallest_near_best_takes_the_first_size_within_slack() {
         let m = [100, 80, 50, 20, 12, 11, 10, 10];
         assert_eq!(smallest_near_best(&m, 7, 0), 6);

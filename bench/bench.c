@@ -530,6 +530,33 @@ static double heap_per_table(enum side s, unsigned n)
     return (double)(after.uordblks + after.hblkhd - before.uordblks - before.hblkhd) / ((double)n * k);
 }
 
+/* One cost table: find (hit) + unref at 50 tables, the baseline, the
+ * library plain and the library with the advisor (advisor) or auto sizing
+ * (!advisor) on, for each policy. */
+static void cost_table(const char *title, const char *pair, const char *off_col, const char *off_short,
+                       const char *on_col, const char *on_short, bool advisor)
+{
+    printf("## %s: find (hit) + unref at 50 tables, %s, ratio to the baseline\n", title, pair);
+    printf("## (thread CPU time; baseline, %s and %s timed in turn, best of 3 rounds)\n\n", off_short, on_short);
+    printf("| policy | baseline ns | %s ns | %s/baseline | %s ns | %s/baseline |\n", off_col, off_short, on_col,
+           on_short);
+    printf("|---|---:|---:|---:|---:|---:|\n");
+    bench_clock = CLOCK_THREAD_CPUTIME_ID;
+    for (unsigned p = 0; p < 3; p++) {
+        static const char *const names[] = {"fifo", "lru", "sieve"};
+        double b = INFINITY, off = INFINITY, on = INFINITY;
+        for (int round = 0; round < 3; round++) {
+            b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
+            off = fmin(off, bench_hit_mode(LIB, 50, p, false, false));
+            on = fmin(on, bench_hit_mode(LIB, 50, p, advisor, !advisor));
+        }
+        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
+        fflush(stdout);
+    }
+    bench_clock = CLOCK_MONOTONIC;
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -580,49 +607,14 @@ int main(int argc, char **argv)
     printf("\n");
 
     /*
-     * The advisor's cost: the three variants are timed in turn, three
-     * rounds, best of each, on this thread's CPU time, so that colleagues'
-     * jobs on a shared machine shift all three alike instead of whichever
-     * ran while the machine was busy.
+     * The costs of the advisor and of auto sizing: each table's three
+     * variants are timed in turn, three rounds, best of each, on this
+     * thread's CPU time, so that colleagues' jobs on a shared machine shift
+     * all three alike instead of whichever ran while the machine was busy.
      */
-    printf("## size advisor cost: find (hit) + unref at 50 tables, advisor off and on, ratio to the baseline\n");
-    printf("## (thread CPU time; baseline, off and on timed in turn, best of 3 rounds)\n\n");
-    printf("| policy | baseline ns | advisor off ns | off/baseline | advisor on ns | on/baseline |\n");
-    printf("|---|---:|---:|---:|---:|---:|\n");
-    bench_clock = CLOCK_THREAD_CPUTIME_ID;
-    for (unsigned p = 0; p < 3; p++) {
-        static const char *const names[] = {"fifo", "lru", "sieve"};
-        double b = INFINITY, off = INFINITY, on = INFINITY;
-        for (int round = 0; round < 3; round++) {
-            b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
-            off = fmin(off, bench_hit_advisor(LIB, 50, p, false));
-            on = fmin(on, bench_hit_advisor(LIB, 50, p, true));
-        }
-        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
-        fflush(stdout);
-    }
-    bench_clock = CLOCK_MONOTONIC;
-    printf("\n");
-
-    /* The auto sizer's cost, timed the same way (docs/sizing.md). */
-    printf("## auto sizing cost: find (hit) + unref at 50 tables, fixed and auto, ratio to the baseline\n");
-    printf("## (thread CPU time; baseline, fixed and auto timed in turn, best of 3 rounds)\n\n");
-    printf("| policy | baseline ns | fixed ns | fixed/baseline | auto ns | auto/baseline |\n");
-    printf("|---|---:|---:|---:|---:|---:|\n");
-    bench_clock = CLOCK_THREAD_CPUTIME_ID;
-    for (unsigned p = 0; p < 3; p++) {
-        static const char *const names[] = {"fifo", "lru", "sieve"};
-        double b = INFINITY, off = INFINITY, on = INFINITY;
-        for (int round = 0; round < 3; round++) {
-            b = fmin(b, bench_hit(BASE, 50, QED_L2_CACHE_POLICY_FIFO));
-            off = fmin(off, bench_hit_mode(LIB, 50, p, false, false));
-            on = fmin(on, bench_hit_mode(LIB, 50, p, false, true));
-        }
-        printf("| %s | %.1f | %.1f | %.2f | %.1f | %.2f |\n", names[p], b, off, off / b, on, on / b);
-        fflush(stdout);
-    }
-    bench_clock = CLOCK_MONOTONIC;
-    printf("\n");
+    cost_table("size advisor cost", "advisor off and on", "advisor off", "off", "advisor on", "on", true);
+    /* docs/sizing.md */
+    cost_table("auto sizing cost", "fixed and auto", "fixed", "fixed", "auto", "auto", false);
 
     printf("## miss cycle (find, alloc, commit, find, unref), working set 4x capacity, FIFO\n\n");
     printf("| capacity | baseline ns | library ns | library/baseline | speedup |\n");

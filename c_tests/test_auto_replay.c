@@ -18,18 +18,11 @@
  * which shows they can.
  */
 #include <inttypes.h>
-#include <malloc.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "qed_l2_cache.h"
+#include "replay.h"
 
-#define TABLE_BYTES (256u << 10)
 #define CAP_BYTES (32ull << 20)
-#define BOOKKEEPING 160u /* the library's bytes per table (docs/sizing.md) */
 
 static int fixed_only;
 
@@ -42,20 +35,6 @@ typedef struct {
 
 enum { HOT, ZIPF, UNIFORM, LOOP, PHASE };
 
-static uint64_t next_rand(uint64_t *s)
-{
-    /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double unit(uint64_t *s)
-{
-    return (next_rand(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 /* Table number of the i-th lookup. */
 static unsigned next_table(Workload *w)
 {
@@ -66,19 +45,8 @@ static unsigned next_table(Workload *w)
             return next_rand(&w->state) % 30;
         }
         return 30 + next_rand(&w->state) % 170;
-    case ZIPF: { /* Zipf, exponent 0.9, over 1,000 tables */
-        double u = unit(&w->state);
-        unsigned lo = 0, hi = w->n - 1;
-        while (lo < hi) {
-            unsigned mid = (lo + hi) / 2;
-            if (w->zipf_cdf[mid] < u) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        return lo;
-    }
+    case ZIPF: /* Zipf, exponent 0.9, over 1,000 tables */
+        return zipf_pick(w->zipf_cdf, w->n, &w->state);
     case UNIFORM: /* uniform over 200 tables */
         return next_rand(&w->state) % 200;
     case LOOP: /* a loop over 120 tables */
@@ -115,24 +83,7 @@ static Result run(unsigned kind, int auto_mode, unsigned size, double *cdf)
     }
     for (uint64_t i = 0; i < lengths[kind]; i++) {
         uint64_t offset = ((uint64_t)next_table(&w) + 1) << 20;
-        CachedL2Table *e = qed_find_l2_cache_entry(&cache, offset);
-        int hit = e != NULL;
-        if (!e) {
-            e = qed_alloc_l2_cache_entry(&cache);
-            void *table;
-            if (posix_memalign(&table, 4096, TABLE_BYTES)) {
-                abort();
-            }
-            e->table = table;
-            e->offset = offset;
-            qed_commit_l2_cache_entry(&cache, e);
-            e = qed_find_l2_cache_entry(&cache, offset);
-            if (!e) {
-                fprintf(stderr, "the find after a commit missed\n");
-                abort();
-            }
-        }
-        qed_unref_l2_cache_entry(e);
+        int hit = !replay_lookup(&cache, offset, 1);
         if (kind != PHASE || i >= w.phase_len) {
             r.lookups++;
             r.hits += hit;
@@ -156,28 +107,10 @@ int main(int argc, char **argv)
 {
     int failed = 0;
     fixed_only = argc > 1 && strcmp(argv[1], "--fixed") == 0;
-    /* Tables from the heap, and no trimming at every free: the replay
-     * measures hit ratios, and sbrk/mmap churn would only slow it down. */
-    mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
-
-    /* The auto cap in tables, as the library counts it. */
-    void *probe;
-    if (posix_memalign(&probe, 4096, TABLE_BYTES)) {
-        abort();
-    }
-    unsigned cap = CAP_BYTES / (malloc_usable_size(probe) + BOOKKEEPING);
-    free(probe);
-
+    replay_malloc_setup();
+    unsigned cap = CAP_BYTES / replay_table_cost(); /* the auto cap, as the library counts it */
     double *cdf = malloc(1000 * sizeof(*cdf));
-    double sum = 0;
-    for (unsigned k = 0; k < 1000; k++) {
-        sum += 1.0 / pow(k + 1, 0.9);
-        cdf[k] = sum;
-    }
-    for (unsigned k = 0; k < 1000; k++) {
-        cdf[k] /= sum;
-    }
+    zipf_init(cdf, 1000, 0.9);
 
     printf("auto cap: %u tables of %u KiB\n", cap, TABLE_BYTES >> 10);
     printf("%-13s %8s %6s %8s %8s %6s %6s %5s\n", "workload", "auto%", "tables", "best%", "at", "near",

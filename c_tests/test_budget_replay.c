@@ -22,17 +22,10 @@
  * the same checks must then fail (meson runs it so, should_fail).
  */
 #include <inttypes.h>
-#include <malloc.h>
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "qed_l2_cache.h"
+#include "replay.h"
 
-#define TABLE_BYTES (256u << 10)
-#define BOOKKEEPING 160u
 #define CACHES 8
 #define LOOKUPS 800000u
 #define BUDGET_TABLES 400u
@@ -51,19 +44,6 @@ static const struct {
     {"hot 10/100", HOT, 100, 10, 2}, {"loop 300", LOOP, 300, 0, 1},
 };
 
-static uint64_t next_rand(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double unit(uint64_t *s)
-{
-    return (next_rand(s) >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static double zipf_cdf[1000];
 
 /* The next table of cache c (its own stream). */
@@ -80,19 +60,8 @@ static unsigned next_table(unsigned c, uint64_t *state, uint64_t *count)
         return mix[c].hot + next_rand(state) % (mix[c].n - mix[c].hot);
     case UNIFORM:
         return next_rand(state) % mix[c].n;
-    default: {
-        double u = unit(state);
-        unsigned lo = 0, hi = mix[c].n - 1;
-        while (lo < hi) {
-            unsigned mid = (lo + hi) / 2;
-            if (zipf_cdf[mid] < u) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        return lo;
-    }
+    default:
+        return zipf_pick(zipf_cdf, mix[c].n, state);
     }
 }
 
@@ -124,34 +93,6 @@ static uint64_t offset_of(unsigned c, unsigned t)
     return ((uint64_t)c << 40) + (((uint64_t)t + 1) << 20);
 }
 
-/* One lookup on QEMU's read path; with_table: a real table on a miss.
- * Returns 1 on a miss. */
-static int lookup(L2TableCache *cache, uint64_t offset, int with_table)
-{
-    CachedL2Table *e = qed_find_l2_cache_entry(cache, offset);
-    if (e) {
-        qed_unref_l2_cache_entry(e);
-        return 0;
-    }
-    e = qed_alloc_l2_cache_entry(cache);
-    if (with_table) {
-        void *table;
-        if (posix_memalign(&table, 4096, TABLE_BYTES)) {
-            abort();
-        }
-        e->table = table;
-    }
-    e->offset = offset;
-    qed_commit_l2_cache_entry(cache, e);
-    e = qed_find_l2_cache_entry(cache, offset);
-    if (!e) {
-        fprintf(stderr, "the find after a commit missed\n");
-        abort();
-    }
-    qed_unref_l2_cache_entry(e);
-    return 1;
-}
-
 /* Each cache's own lookups, in order. */
 static uint16_t own[CACHES][LOOKUPS];
 static unsigned own_n[CACHES];
@@ -165,7 +106,7 @@ static uint64_t fixed_misses(unsigned c, unsigned size)
     qed_init_l2_cache(&cache);
     qed_l2_cache_set_max_entries(&cache, size);
     for (unsigned i = 0; i < own_n[c]; i++) {
-        misses += lookup(&cache, offset_of(c, own[c][i]), 0);
+        misses += replay_lookup(&cache, offset_of(c, own[c][i]), 0);
     }
     qed_free_l2_cache(&cache);
     return misses;
@@ -177,28 +118,14 @@ int main(int argc, char **argv)
 {
     int no_rebalance = argc > 1 && strcmp(argv[1], "--no-rebalance") == 0;
     int failed = 0;
-    mallopt(M_MMAP_THRESHOLD, 4 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
-
-    double sum = 0;
-    for (unsigned k = 0; k < 1000; k++) {
-        sum += 1.0 / pow(k + 1, 0.9);
-        zipf_cdf[k] = sum;
-    }
-    for (unsigned k = 0; k < 1000; k++) {
-        zipf_cdf[k] /= sum;
-    }
+    replay_malloc_setup();
+    zipf_init(zipf_cdf, 1000, 0.9);
     make_trace();
     for (unsigned i = 0; i < LOOKUPS; i++) {
         own[trace_cache[i]][own_n[trace_cache[i]]++] = trace_table[i];
     }
 
-    void *probe;
-    if (posix_memalign(&probe, 4096, TABLE_BYTES)) {
-        abort();
-    }
-    uint64_t per_table = malloc_usable_size(probe) + BOOKKEEPING;
-    free(probe);
+    uint64_t per_table = replay_table_cost();
     uint64_t budget = BUDGET_TABLES * per_table;
 
     /* Exact curves, sizes 1..BUDGET_TABLES (past a workload's tables the
@@ -255,7 +182,7 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < LOOKUPS; i++) {
         unsigned c = trace_cache[i];
-        int m = lookup(&caches[c], offset_of(c, trace_table[i]), 1);
+        int m = replay_lookup(&caches[c], offset_of(c, trace_table[i]), 1);
         misses[c] += m;
         lookups[c]++;
         total += m;

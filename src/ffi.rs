@@ -233,22 +233,7 @@ unsafe fn reap(l2_cache: *mut L2TableCache, state: &mut CacheState) {
     for e in gone {
         // SAFETY: on this cache's list until removed here, live by the
         // cache's reference until the drop, which releases it.
-        unsafe {
-            qtailq_remove(l2_cache, e.as_c());
-            e.set_cached(false);
-            if tracing() {
-                trace(
-                    "qed_idle_release_l2_cache_entry",
-                    format_args!(
-                        "l2_cache {} entry {} offset {}",
-                        P(l2_cache),
-                        P(e.as_c()),
-                        e.offset()
-                    ),
-                );
-            }
-            drop_ref_traced(e);
-        }
+        unsafe { take_off_list(l2_cache, e, "qed_idle_release_l2_cache_entry") };
     }
     // SAFETY: valid and writable per the caller.
     unsafe { sync_count(l2_cache, state) };
@@ -340,12 +325,25 @@ unsafe fn evict(l2_cache: *mut L2TableCache, e: EntryPtr, table_bytes: Option<&m
         if let Some(sum) = table_bytes {
             *sum = sum.saturating_sub(e.table_bytes());
         }
+        qed_l2_cache::evict(l2_cache.cast(), e.as_c().cast(), e.offset());
+        take_off_list(l2_cache, e, "qed_evict_l2_cache_entry");
+    }
+}
+
+/// Takes a cached entry off the C list, prints the trace line `event`
+/// (with `QED_L2_CACHE_TRACE=1`) and drops the cache's reference.
+///
+/// # Safety
+/// `l2_cache` must be the initialised cache whose list holds `e`.
+unsafe fn take_off_list(l2_cache: *mut L2TableCache, e: EntryPtr, event: &str) {
+    // SAFETY: per the caller's guarantee `e` is on this list, so live (the
+    // cache's reference) until the drop below, which may release it.
+    unsafe {
         qtailq_remove(l2_cache, e.as_c());
         e.set_cached(false);
-        qed_l2_cache::evict(l2_cache.cast(), e.as_c().cast(), e.offset());
         if tracing() {
             trace(
-                "qed_evict_l2_cache_entry",
+                event,
                 format_args!(
                     "l2_cache {} entry {} offset {}",
                     P(l2_cache),

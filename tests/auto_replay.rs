@@ -59,6 +59,8 @@ fn trace(w: Workload, n: usize) -> Vec<u64> {
 /// Runs `lookups` on a cache (auto, or fixed at `size`); returns the hits
 /// counted from `from` on, and the tables held and chosen at the end.
 fn run(lookups: &[u64], size: Option<u32>, from: usize) -> (u64, u32, u32) {
+    // SAFETY: a C struct of pointers and integers; zeroes are what a C
+    // caller's zeroed struct holds before init.
     let mut c: L2TableCache = unsafe { std::mem::zeroed() };
     let mut hits = 0;
     // SAFETY: a cache of this thread's, used through the C API as QEMU
@@ -107,6 +109,7 @@ fn auto_cache_meets_the_targets_against_fixed_sizes() {
         libc::mallopt(libc::M_PERTURB, 0);
     }
     // The auto cap as the library counts it (docs/sizing.md).
+    // SAFETY: a block this test allocates and frees itself.
     let usable = unsafe {
         let mut p = std::ptr::null_mut();
         assert_eq!(libc::posix_memalign(&mut p, 4096, TABLE_BYTES), 0);

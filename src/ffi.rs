@@ -1172,14 +1172,7 @@ unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool
     state.extras = state.idle_on() || state.is_auto();
     if !was_counting && state.counts_table_bytes() {
         // Bytes were not kept until now: count what is cached.
-        let bytes: u64 = state
-            .core
-            .handles()
-            .iter()
-            // SAFETY: cached, so live by the cache's reference; the
-            // caller's lock serializes the call.
-            .map(|e| unsafe { e.table_bytes() })
-            .sum();
+        let bytes = state.cached_table_bytes();
         state.table_bytes = 0;
         state.add_table_bytes(bytes);
     }
@@ -1291,11 +1284,6 @@ pub unsafe extern "C" fn qed_l2_cache_get_table_bytes(l2_cache: *const L2TableCa
         if state.counts_table_bytes() {
             return state.table_bytes;
         }
-        let handles = state.core.handles();
-        handles.iter().fold(0u64, |sum, &e| {
-            // SAFETY: cached entries, live by the cache's reference; the
-            // caller's lock serializes the call.
-            sum.saturating_add(unsafe { e.table_bytes() })
-        })
+        state.cached_table_bytes()
     })
 }

@@ -199,6 +199,17 @@ impl CacheState {
         table + BOOKKEEPING_PER_TABLE
     }
 
+    /// `malloc_usable_size` of the tables cached now, summed (saturating),
+    /// walking the entries: what [`CacheState::table_bytes`] holds when it
+    /// is kept.
+    pub fn cached_table_bytes(&self) -> u64 {
+        self.core.handles().iter().fold(0u64, |sum, &e| {
+            // SAFETY: cached entries, live by the cache's reference; the
+            // caller's lock serializes calls on the cache.
+            sum.saturating_add(unsafe { e.table_bytes() })
+        })
+    }
+
     /// The cache took a table of `bytes` (see [`Self::counts_bytes`]).
     pub fn add_table_bytes(&mut self, bytes: u64) {
         self.table_bytes = self.table_bytes.saturating_add(bytes);

@@ -60,6 +60,10 @@
 #define R_RECOMMENDED 96
 #define R_PREDICTIONS 100
 #define R_PAIRS 104
+#define R_IDLE_RELEASES 232
+#define R_SIZING 240
+#define SIZING_FIXED 1
+#define SIZING_AUTO 2
 #define STATE_FREE 0
 #define STATE_LIVE 1
 
@@ -362,6 +366,8 @@ static void check_record(const Snap *s, L2TableCache *c, uint32_t policy, uint64
     g_assert_cmpuint(u64_at(s, r + R_N_ENTRIES), ==, c->n_entries);
     g_assert_cmpuint(u64_at(s, r + R_MAX_ENTRIES), ==, max);
     g_assert_cmpuint(u64_at(s, r + R_TABLE_BYTES), ==, list_table_bytes(c));
+    g_assert_cmpuint(u32_at(s, r + R_SIZING), ==, SIZING_FIXED);
+    g_assert_cmpuint(u64_at(s, r + R_IDLE_RELEASES), ==, qed_l2_cache_get_idle_releases(c));
     g_assert_cmpuint(u64_at(s, r + R_ADVISOR_FINDS), ==, advisor_finds);
     if (advisor_finds == 0) {
         g_assert_cmpuint(u32_at(s, r + R_RECOMMENDED), ==, 0);
@@ -790,6 +796,50 @@ static void run_without_stats(void)
     g_strfreev(lines);
 }
 
+/*
+ * An auto cache's record says so (and its maximum is its target); a
+ * fixed cache with idle release on publishes its idle releases once a
+ * call has taken the released tables out.
+ */
+static void test_sizing_and_idle(void)
+{
+    if (!g_test_subprocess()) {
+        g_setenv("QED_L2_CACHE_IDLE", "1", TRUE);
+        in_subprocess("1", TRUE);
+        g_unsetenv("QED_L2_CACHE_IDLE");
+        return;
+    }
+    char *path = file_of(getpid());
+    L2TableCache *a = cache_new();
+    qed_l2_cache_set_auto(a, 1);
+    L2TableCache *f = cache_new();
+    for (unsigned i = 0; i < 4; i++) {
+        qed_commit_l2_cache_entry(f, new_entry(f, table_offset(i)));
+    }
+    Snap s = snap(path);
+    g_assert_cmpuint(u32_at(&s, rec(a->handle) + R_SIZING), ==, SIZING_AUTO);
+    g_assert_cmpuint(u64_at(&s, rec(a->handle) + R_MAX_ENTRIES), ==, qed_l2_cache_get_target(a));
+    g_assert_cmpuint(u32_at(&s, rec(f->handle) + R_SIZING), ==, SIZING_FIXED);
+    g_assert_cmpuint(u64_at(&s, rec(f->handle) + R_IDLE_RELEASES), ==, 0);
+    snap_free(&s);
+    /* Released within 2 s; the getter is a call, which takes them out. */
+    for (unsigned i = 0; i < 400 && qed_l2_cache_get_idle_releases(f) < 4; i++) {
+        g_usleep(10000);
+    }
+    g_assert_cmpuint(qed_l2_cache_get_idle_releases(f), ==, 4);
+    s = snap(path);
+    g_assert_cmpuint(u64_at(&s, rec(f->handle) + R_IDLE_RELEASES), ==, 4);
+    g_assert_cmpuint(u64_at(&s, rec(f->handle) + R_N_ENTRIES), ==, 0);
+    snap_free(&s);
+    qed_l2_cache_set_auto(a, 0);
+    s = snap(path);
+    g_assert_cmpuint(u32_at(&s, rec(a->handle) + R_SIZING), ==, SIZING_FIXED);
+    snap_free(&s);
+    cache_destroy(a);
+    cache_destroy(f);
+    g_free(path);
+}
+
 static void test_off(void)
 {
     if (!g_test_subprocess()) {
@@ -1072,6 +1122,7 @@ int main(int argc, char **argv)
     g_test_add_func("/stats/basic/refuse-symlink", test_refuse_symlink);
     g_test_add_func("/stats/basic/refuse-other-owner", test_refuse_other_owner);
     g_test_add_func("/stats/basic/refuse-open-mode", test_refuse_open_mode);
+    g_test_add_func("/stats/basic/sizing-and-idle", test_sizing_and_idle);
     g_test_add_func("/stats/basic/off", test_off);
     g_test_add_func("/stats/basic/off-zero", test_off_zero);
     g_test_add_func("/stats/basic/tmp-fallback", test_tmp_fallback);

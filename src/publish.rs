@@ -125,6 +125,10 @@ pub struct Snapshot {
     pub table_bytes: u64,
     /// The size advisor's part; `None` when it is off (stored as zeros).
     pub advisor: Option<AdvisorPart>,
+    /// True when the cache sizes itself.
+    pub auto: bool,
+    /// Tables given back idle.
+    pub idle_releases: u64,
 }
 
 /// What the size advisor says, as a record holds it.
@@ -229,6 +233,14 @@ impl RecordRef {
             .store(s.max_entries, Ordering::Relaxed);
         self.word(record::TABLE_BYTES)
             .store(s.table_bytes, Ordering::Relaxed);
+        self.word(record::IDLE_RELEASES)
+            .store(s.idle_releases, Ordering::Relaxed);
+        let sizing = if s.auto {
+            layout::SIZING_AUTO
+        } else {
+            layout::SIZING_FIXED
+        };
+        self.half(record::SIZING).store(sizing, Ordering::Relaxed);
         self.put_advisor(s.advisor.as_ref());
         true
     }
@@ -996,6 +1008,8 @@ mod tests {
                 count: 2,
                 pairs: [(4, 40), (8, 30), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0)],
             }),
+            auto: true,
+            idle_releases: 12,
         };
         assert!(r.set_live(77, &snap));
         // Record 200 is in segment 2: the file grows over segments 1 and 2.
@@ -1032,6 +1046,7 @@ mod tests {
         );
         assert_eq!((rec.n_entries, rec.max_entries, rec.table_bytes), (7, 8, 9));
         assert_eq!((rec.advisor_finds, rec.recommended), (10, 11));
+        assert_eq!((rec.auto, rec.idle_releases), (Some(true), Some(12)));
         assert_eq!(rec.predictions.len(), 2);
         assert_eq!((rec.predictions[1].size, rec.predictions[1].misses), (8, 30));
         let rec = parse_record(200, at(200)).unwrap().unwrap();

@@ -155,6 +155,8 @@ impl CacheState {
             max_entries: u64::from(c.max_entries()),
             table_bytes: self.table_bytes,
             advisor: self.advisor_part(),
+            auto: self.is_auto(),
+            idle_releases: self.idle_releases,
         }
     }
 

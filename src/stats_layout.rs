@@ -39,6 +39,12 @@
 //! | 96 | recommended | u32: the size the advisor would set, 0 for none |
 //! | 100 | predictions | u32: how many of the pairs below are valid |
 //! | 104 | prediction pairs | `MAX_PREDICTIONS` x (size u32, pad u32, misses u64) |
+//! | 232 | idle_releases | u64: tables given back idle (not evictions); valid only when `sizing` is not 0 |
+//! | 240 | sizing | u32: `SIZING_UNSAID` (a writer before these two fields, which left them 0), `SIZING_FIXED`, or `SIZING_AUTO` (the cache sizes itself: `max_entries` is its target) |
+//!
+//! The last two fields were added in space every earlier writer left 0,
+//! so the layout's version did not change: a reader of either age reads
+//! a writer of either age.
 
 /// The first 8 bytes of every file.
 pub const MAGIC: [u8; 8] = *b"QEDL2STA";
@@ -54,6 +60,13 @@ pub const BYTE_ORDER: u32 = 0x0102_0304;
 /// Prediction pairs a record holds at most (the advisor tracks at most
 /// five sizes besides the cache's own).
 pub const MAX_PREDICTIONS: usize = 8;
+
+/// `sizing` of a record whose writer did not say (it predates the field).
+pub const SIZING_UNSAID: u32 = 0;
+/// `sizing` of a cache whose maximum is fixed.
+pub const SIZING_FIXED: u32 = 1;
+/// `sizing` of a cache that sizes itself.
+pub const SIZING_AUTO: u32 = 2;
 
 /// `state` of a record no cache uses.
 pub const STATE_FREE: u32 = 0;
@@ -113,9 +126,14 @@ pub mod record {
     /// See the module's table: pair `k` is at `PAIRS + 16 * k` (size) and
     /// `PAIRS + 16 * k + 8` (misses).
     pub const PAIRS: usize = 104;
+    /// See the module's table.
+    pub const IDLE_RELEASES: usize = 232;
+    /// See the module's table.
+    pub const SIZING: usize = 240;
 }
 
-const _: () = assert!(record::PAIRS + 16 * MAX_PREDICTIONS <= RECORD_BYTES);
+const _: () = assert!(record::PAIRS + 16 * MAX_PREDICTIONS <= record::IDLE_RELEASES);
+const _: () = assert!(record::SIZING + 4 <= RECORD_BYTES);
 
 /// What is wrong with a file, for a message naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +278,11 @@ pub struct Record {
     pub recommended: u32,
     /// The advisor's predictions, ascending sizes.
     pub predictions: Vec<Prediction>,
+    /// True for a cache that sizes itself, false for a fixed one; `None`
+    /// when the writer does not say.
+    pub auto: Option<bool>,
+    /// Tables given back idle; `None` when the writer does not say.
+    pub idle_releases: Option<u64>,
 }
 
 /// The name of policy number `p`.
@@ -287,6 +310,12 @@ pub fn parse_record(index: usize, b: &[u8]) -> Result<Option<Record>, Invalid> {
     if policy_name(policy).is_none() {
         return Err(bad("unknown policy"));
     }
+    let auto = match u32_at(b, record::SIZING) {
+        SIZING_UNSAID => None,
+        SIZING_FIXED => Some(false),
+        SIZING_AUTO => Some(true),
+        _ => return Err(bad("unknown sizing")),
+    };
     let n = u32_at(b, record::PREDICTIONS) as usize;
     if n > MAX_PREDICTIONS {
         return Err(bad("more predictions than a record holds"));
@@ -313,6 +342,8 @@ pub fn parse_record(index: usize, b: &[u8]) -> Result<Option<Record>, Invalid> {
         advisor_finds: u64_at(b, record::ADVISOR_FINDS),
         recommended: u32_at(b, record::RECOMMENDED),
         predictions,
+        auto,
+        idle_releases: auto.map(|_| u64_at(b, record::IDLE_RELEASES)),
     }))
 }
 
@@ -377,6 +408,29 @@ mod tests {
         r[..4].copy_from_slice(&7u32.to_ne_bytes());
         assert!(parse_record(0, &r).is_err());
         assert!(parse_record(0, &r[..10]).is_err());
+    }
+
+    #[test]
+    fn sizing_and_idle_releases_are_read_only_when_the_writer_says() {
+        let mut r = vec![0u8; RECORD_BYTES];
+        r[..4].copy_from_slice(&STATE_LIVE.to_ne_bytes());
+        r[record::IDLE_RELEASES..][..8].copy_from_slice(&5u64.to_ne_bytes());
+        // An earlier writer leaves `sizing` 0: neither field is said.
+        let old = parse_record(0, &r).unwrap().unwrap();
+        assert_eq!((old.auto, old.idle_releases), (None, None));
+        r[record::SIZING..][..4].copy_from_slice(&SIZING_AUTO.to_ne_bytes());
+        let auto = parse_record(0, &r).unwrap().unwrap();
+        assert_eq!((auto.auto, auto.idle_releases), (Some(true), Some(5)));
+        r[record::SIZING..][..4].copy_from_slice(&SIZING_FIXED.to_ne_bytes());
+        assert_eq!(parse_record(0, &r).unwrap().unwrap().auto, Some(false));
+        r[record::SIZING..][..4].copy_from_slice(&3u32.to_ne_bytes());
+        assert_eq!(
+            parse_record(0, &r),
+            Err(Invalid::Record {
+                index: 0,
+                what: "unknown sizing"
+            })
+        );
     }
 
     #[test]

@@ -97,6 +97,9 @@ Columns, one line per cache:
   POLICY       fifo, lru or sieve
   ADVICE       the size the size advisor would set (- when it is off or
                has no advice)
+  SIZING       auto (the cache sizes itself) or fixed (- from a library
+               that predates it)
+  IDLE         tables given back idle, not evictions (- as for SIZING)
 
 Exit status: 0 when at least one file was read (or no process publishes and
 no PID was asked for), 1 when a requested PID has no valid file, 2 on a

@@ -127,8 +127,8 @@ pub fn text_header(first: bool) -> String {
         ("HITS/S", "MISSES/S")
     };
     format!(
-        "{:>6} {:>5} {:>9} {:>9} {:>6} {:>12} {:>7} {:>7} {:>7}\n",
-        "PID", "CACHE", h, m, "HIT%", "ENTRIES/MAX", "TABLES", "POLICY", "ADVICE"
+        "{:>6} {:>5} {:>9} {:>9} {:>6} {:>12} {:>7} {:>7} {:>7} {:>6} {:>7}\n",
+        "PID", "CACHE", h, m, "HIT%", "ENTRIES/MAX", "TABLES", "POLICY", "ADVICE", "SIZING", "IDLE"
     )
 }
 
@@ -139,6 +139,11 @@ fn hit_pct(hits: u64, misses: u64) -> Option<f64> {
 
 fn policy(r: &Record) -> &'static str {
     layout::policy_name(r.policy).unwrap_or("?")
+}
+
+/// "auto" or "fixed"; `None` when the writer does not say.
+fn sizing(r: &Record) -> Option<&'static str> {
+    r.auto.map(|a| if a { "auto" } else { "fixed" })
 }
 
 /// One line of the table. `first`: the first report (counts since init);
@@ -164,7 +169,7 @@ pub fn text_line(f: &FileMeta, r: &Record, first: bool, delta: Option<&Delta>) -
         _ => "-".to_string(),
     };
     format!(
-        "{:>6} {:>5} {:>9} {:>9} {:>6} {:>12} {:>7} {:>7} {:>7}\n",
+        "{:>6} {:>5} {:>9} {:>9} {:>6} {:>12} {:>7} {:>7} {:>7} {:>6} {:>7}\n",
         f.label,
         r.serial,
         hits,
@@ -173,7 +178,9 @@ pub fn text_line(f: &FileMeta, r: &Record, first: bool, delta: Option<&Delta>) -
         format!("{}/{}", r.n_entries, r.max_entries),
         human_bytes(r.table_bytes),
         policy(r),
-        advice
+        advice,
+        sizing(r).unwrap_or("-"),
+        r.idle_releases.map_or_else(|| "-".into(), |n| n.to_string())
     )
 }
 
@@ -234,7 +241,8 @@ pub fn json_line(f: &FileMeta, h: &Header, r: &Record, report: u64, delta: Optio
          \"cache\":{},\"slot\":{},\"policy\":{},\
          \"hits\":{},\"misses\":{},\"commits\":{},\"duplicate_commits\":{},\"evictions\":{},\
          \"peak_entries\":{},\"n_entries\":{},\"max_entries\":{},\"table_bytes\":{},\
-         \"interval_s\":{},\"hits_per_s\":{},\"misses_per_s\":{},\"advisor\":{}}}",
+         \"interval_s\":{},\"hits_per_s\":{},\"misses_per_s\":{},\"advisor\":{},\
+         \"sizing\":{},\"idle_releases\":{}}}",
         f.pid,
         json_opt_u32(f.instance),
         json_string(&f.path),
@@ -254,7 +262,9 @@ pub fn json_line(f: &FileMeta, h: &Header, r: &Record, report: u64, delta: Optio
         json_f64(delta.map(|d| d.interval_s)),
         json_f64(delta.map(|d| d.per_s(d.hits))),
         json_f64(delta.map(|d| d.per_s(d.misses))),
-        advisor
+        advisor,
+        sizing(r).map_or_else(|| "null".into(), json_string),
+        r.idle_releases.map_or_else(|| "null".into(), |n| n.to_string())
     );
     o
 }
@@ -313,6 +323,8 @@ mod tests {
                     misses: 100,
                 },
             ],
+            auto: Some(true),
+            idle_releases: Some(12),
         }
     }
 
@@ -348,17 +360,17 @@ mod tests {
         let hdr = text_header(true);
         assert_eq!(
             hdr,
-            "   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE\n"
+            "   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE SIZING    IDLE\n"
         );
         assert_eq!(
             text_header(false),
-            "   PID CACHE    HITS/S  MISSES/S   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE\n"
+            "   PID CACHE    HITS/S  MISSES/S   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE SIZING    IDLE\n"
         );
         let r = record(3);
         let line = text_line(&meta(), &r, true, None);
         assert_eq!(
             line,
-            "  1234     3       750       250   75.0        40/50   10MiB     lru      75\n"
+            "  1234     3       750       250   75.0        40/50   10MiB     lru      75   auto      12\n"
         );
         let d = Delta {
             interval_s: 2.0,
@@ -368,7 +380,7 @@ mod tests {
         let line = text_line(&meta(), &r, false, Some(&d));
         assert_eq!(
             line,
-            "  1234     3       5.0      15.0   25.0        40/50   10MiB     lru      75\n"
+            "  1234     3       5.0      15.0   25.0        40/50   10MiB     lru      75   auto      12\n"
         );
         let line = text_line(&meta(), &r, false, None);
         assert!(
@@ -379,10 +391,15 @@ mod tests {
         off.advisor_finds = 0;
         off.hits = 0;
         off.misses = 0;
+        off.auto = Some(false);
         assert_eq!(
             text_line(&meta(), &off, true, None),
-            "  1234     1         0         0      -        40/50   10MiB     lru       -\n"
+            "  1234     1         0         0      -        40/50   10MiB     lru       -  fixed      12\n"
         );
+        // A writer that predates the two fields.
+        off.auto = None;
+        off.idle_releases = None;
+        assert!(text_line(&meta(), &off, true, None).ends_with("     lru       -      -       -\n"));
     }
 
     #[test]
@@ -396,7 +413,8 @@ mod tests {
              \"commits\":260,\"duplicate_commits\":10,\"evictions\":200,\"peak_entries\":50,\
              \"n_entries\":40,\"max_entries\":50,\"table_bytes\":10485760,\"interval_s\":null,\
              \"hits_per_s\":null,\"misses_per_s\":null,\"advisor\":{\"finds\":1000,\"recommended\":75,\
-             \"predictions\":[{\"size\":25,\"misses\":400},{\"size\":75,\"misses\":100}]}}\n"
+             \"predictions\":[{\"size\":25,\"misses\":400},{\"size\":75,\"misses\":100}]},\
+             \"sizing\":\"auto\",\"idle_releases\":12}\n"
         );
         let d = Delta {
             interval_s: 0.5,
@@ -407,7 +425,10 @@ mod tests {
         assert!(line.contains("\"interval_s\":0.500,\"hits_per_s\":2.000,\"misses_per_s\":4.000"));
         let mut off = r;
         off.advisor_finds = 0;
-        assert!(json_line(&meta(), &HEADER, &off, 1, None).ends_with("\"advisor\":null}\n"));
+        off.auto = None;
+        off.idle_releases = None;
+        assert!(json_line(&meta(), &HEADER, &off, 1, None)
+            .ends_with("\"advisor\":null,\"sizing\":null,\"idle_releases\":null}\n"));
         assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
         assert_eq!(json_f64(Some(f64::NAN)), "null");
         assert_eq!(json_f64(Some(f64::INFINITY)), "null");

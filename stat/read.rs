@@ -228,6 +228,7 @@ pub fn merge(
                 evictions: a.evictions.max(b.evictions),
                 peak_entries: a.peak_entries.max(b.peak_entries),
                 advisor_finds: a.advisor_finds.max(b.advisor_finds),
+                idle_releases: a.idle_releases.max(b.idle_releases),
                 predictions,
                 ..b
             }))

@@ -51,6 +51,15 @@ pub fn record(r: &Record) -> Vec<u8> {
         put_u32(&mut b, f::PAIRS + 16 * k, p.size);
         put_u64(&mut b, f::PAIRS + 16 * k + 8, p.misses);
     }
+    if let Some(auto) = r.auto {
+        let sizing = if auto {
+            layout::SIZING_AUTO
+        } else {
+            layout::SIZING_FIXED
+        };
+        put_u32(&mut b, f::SIZING, sizing);
+        put_u64(&mut b, f::IDLE_RELEASES, r.idle_releases.unwrap_or(0));
+    }
     b
 }
 
@@ -98,6 +107,8 @@ pub fn sample(index: usize, serial: u64) -> Record {
                 misses: 100,
             },
         ],
+        auto: Some(serial % 2 == 0),
+        idle_releases: Some(serial),
     }
 }
 

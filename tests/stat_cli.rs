@@ -98,7 +98,8 @@ fn pretty(r: &stats_layout::Record, pid: u32, file: &Path, report: u32) -> Strin
          \"cache\":{},\"slot\":{},\"policy\":\"{}\",\"hits\":{},\"misses\":{},\"commits\":{},\
          \"duplicate_commits\":{},\"evictions\":{},\"peak_entries\":{},\"n_entries\":{},\
          \"max_entries\":{},\"table_bytes\":{},\"interval_s\":null,\"hits_per_s\":null,\
-         \"misses_per_s\":null,\"advisor\":{{\"finds\":{},\"recommended\":{},\"predictions\":[{}]}}}}",
+         \"misses_per_s\":null,\"advisor\":{{\"finds\":{},\"recommended\":{},\"predictions\":[{}]}},\
+         \"sizing\":\"{}\",\"idle_releases\":{}}}",
         file.display(),
         r.serial,
         r.index + 1,
@@ -114,7 +115,13 @@ fn pretty(r: &stats_layout::Record, pid: u32, file: &Path, report: u32) -> Strin
         r.table_bytes,
         r.advisor_finds,
         r.recommended,
-        preds.join(",")
+        preds.join(","),
+        if r.auto.expect("the sample says") {
+            "auto"
+        } else {
+            "fixed"
+        },
+        r.idle_releases.expect("the sample says")
     )
 }
 
@@ -144,9 +151,9 @@ fn the_table_exactly() {
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(
         out,
-        "   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE\n\
-         \x20 4242     1      1750      1250   58.3        40/50   10MiB     lru      75\n\
-         \x20 4242     2      2750      2250   55.0        40/50   10MiB   sieve      75\n"
+        "   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE SIZING    IDLE\n\
+         \x20 4242     1      1750      1250   58.3        40/50   10MiB     lru      75  fixed       1\n\
+         \x20 4242     2      2750      2250   55.0        40/50   10MiB   sieve      75   auto       2\n"
     );
 }
 

@@ -33,6 +33,7 @@ RECORD_BYTES = 256
 BYTE_ORDER = 0x01020304
 STATE_LIVE = 1
 MAX_PREDICTIONS = 8
+IDLE_RELEASES = 232  # then sizing, u32 (0 unsaid, 1 fixed, 2 auto)
 
 failures = 0
 
@@ -59,6 +60,9 @@ def record(c):
     b += struct.pack("=QII", c["finds"], c["recommended"], len(preds))
     for size, misses in preds:
         b += struct.pack("=IIQ", size, 0, misses)
+    b = b.ljust(IDLE_RELEASES, b"\0")
+    sizing = {None: 0, False: 1, True: 2}[c.get("auto")]
+    b += struct.pack("=QI", c.get("idle_releases", 0), sizing)
     assert len(b) <= RECORD_BYTES
     return b.ljust(RECORD_BYTES, b"\0")
 
@@ -70,7 +74,8 @@ FREE = bytes(RECORD_BYTES)
 CACHE_2 = dict(policy=1, serial=2, hits=123456789012, misses=98765, commits=98800,
                duplicate_commits=35, evictions=98700, peak_entries=100, n_entries=100,
                max_entries=100, table_bytes=100 * 262144, finds=123456887777, recommended=200,
-               predictions=[(50, 200000), (100, 98765), (200, 1000)])
+               predictions=[(50, 200000), (100, 98765), (200, 1000)], auto=True,
+               idle_releases=7)
 CACHE_1 = dict(policy=0, serial=1, hits=3, misses=1, commits=1, duplicate_commits=0,
                evictions=0, peak_entries=1, n_entries=1, max_entries=50, table_bytes=1536,
                finds=0, recommended=0)
@@ -135,6 +140,8 @@ def expected_json(c, path, slot):
         "peak_entries": c["peak_entries"], "n_entries": c["n_entries"],
         "max_entries": c["max_entries"], "table_bytes": c["table_bytes"],
         "interval_s": None, "hits_per_s": None, "misses_per_s": None, "advisor": adv,
+        "sizing": {None: None, False: "fixed", True: "auto"}[c.get("auto")],
+        "idle_releases": c.get("idle_releases") if c.get("auto") is not None else None,
     }
 
 
@@ -162,9 +169,9 @@ def main():
 
         code, out, err = run(program, "--dir", d.path, "4242")
         check(code == 0, "the table exits 0")
-        want = ("   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE\n"
-                "  4242     1         3         1   75.0         1/50  1.5KiB    fifo       -\n"
-                "  4242     2 123456789012     98765  100.0      100/100   25MiB     lru     200\n")
+        want = ("   PID CACHE      HITS    MISSES   HIT%  ENTRIES/MAX  TABLES  POLICY  ADVICE SIZING    IDLE\n"
+                "  4242     1         3         1   75.0         1/50  1.5KiB    fifo       -      -       -\n"
+                "  4242     2 123456789012     98765  100.0      100/100   25MiB     lru     200   auto       7\n")
         check(out == want, "the table, exactly")
         if out != want:
             print(out)

@@ -258,6 +258,20 @@ static void test_find_after_commit(void)
 }
 
 /*
+ * Where glibc serves 256 KiB tables from: its heap, with no trim of its
+ * top (only what the library gives back lowers RSS), or mmap.
+ */
+static void tables_from(gboolean heap)
+{
+    if (heap) {
+        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024), ==, 1);
+        g_assert_cmpint(mallopt(M_TRIM_THRESHOLD, 1 << 30), ==, 1);
+    } else {
+        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 128 * 1024), ==, 1);
+    }
+}
+
+/*
  * RSS falls by at least 80% of the released tables' bytes, with the
  * tables served from mmap or from the heap (mallopt decides; glibc's
  * count of mmap'd bytes, mallinfo2's hblkhd, confirms it).
@@ -265,14 +279,7 @@ static void test_find_after_commit(void)
 static void rss_falls(gboolean from_heap)
 {
     enum { TABLES = 40 };
-    if (from_heap) {
-        /* Tables from the heap, and no trim of its top: only what the
-         * library gives back lowers RSS. */
-        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024), ==, 1);
-        g_assert_cmpint(mallopt(M_TRIM_THRESHOLD, 1 << 30), ==, 1);
-    } else {
-        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 128 * 1024), ==, 1);
-    }
+    tables_from(from_heap);
     L2TableCache *c = cache_new();
     size_t mapped0 = mallinfo2().hblkhd;
     for (unsigned i = 0; i < TABLES; i++) {
@@ -360,12 +367,7 @@ static double watch_target(L2TableCache *c, CachedL2Table *hot, CachedL2Table *h
 static void idle_target(gboolean from_heap)
 {
     enum { UNUSED = 40 };
-    if (from_heap) {
-        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024), ==, 1);
-        g_assert_cmpint(mallopt(M_TRIM_THRESHOLD, 1 << 30), ==, 1);
-    } else {
-        g_assert_cmpint(mallopt(M_MMAP_THRESHOLD, 128 * 1024), ==, 1);
-    }
+    tables_from(from_heap);
     L2TableCache *c = cache_new();
     qed_l2_cache_set_max_entries(c, UNUSED + 2);
     CachedL2Table *hot = cache_table(c, table_offset(0), BIG_TABLE);

@@ -13,6 +13,12 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -419,6 +425,45 @@ static void test_target_heap(void)
 }
 
 /*
+ * Under QEMU's `-sandbox on` clone3 fails with ENOSYS (its seccomp filter
+ * refuses it so that glibc falls back to clone): the thread still starts
+ * and releases. The same filter here, installed before the first cache.
+ */
+static void test_clone3_refused(void)
+{
+    if (!in_subprocess("1")) {
+        return;
+    }
+#ifdef __NR_clone3
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {G_N_ELEMENTS(code), code};
+    g_assert_cmpint(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), ==, 0);
+    g_assert_cmpint(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), ==, 0);
+    /* The filter is in force: clone3 itself is refused. */
+    errno = 0;
+    g_assert_cmpint(syscall(__NR_clone3, NULL, 0), ==, -1);
+    g_assert_cmpint(errno, ==, ENOSYS);
+#endif
+    g_assert_cmpuint(thread_count(), ==, 1);
+    L2TableCache *c = cache_new();
+    g_assert_cmpuint(thread_count(), ==, 2);
+    for (unsigned i = 0; i < 4; i++) {
+        cache_table(c, table_offset(i), 4096);
+    }
+    double t0 = now_s();
+    while (qed_l2_cache_get_idle_releases(c) < 4 && now_s() - t0 < 2 * IDLE_S + IDLE_SLACK_S) {
+        sleep_s(0.05);
+    }
+    g_assert_cmpuint(qed_l2_cache_get_idle_releases(c), ==, 4);
+    cache_destroy(c);
+}
+
+/*
  * A fork child has no thread of the parent's: its first call starts its
  * own, which releases the child's tables; the parent's thread goes on.
  */
@@ -592,6 +637,7 @@ int main(int argc, char **argv)
     g_test_add_func("/idle/rss-mmap", test_rss_mmap);
     g_test_add_func("/idle/rss-heap", test_rss_heap);
     g_test_add_func("/idle/fork-child", test_fork_child);
+    g_test_add_func("/idle/clone3-refused", test_clone3_refused);
     g_test_add_func("/idle/target-s2-mmap", test_target_mmap);
     g_test_add_func("/idle/target-s2-heap", test_target_heap);
     g_test_add_func("/idle/off-unset", test_off_unset);

@@ -76,6 +76,15 @@ static void *table_of(CachedL2Table *e)
     return __atomic_load_n(&e->table, __ATOMIC_ACQUIRE);
 }
 
+/* Waits up to 2S (plus the slack) for `n` idle releases of `c`. */
+static void wait_for_releases(L2TableCache *c, uint64_t n)
+{
+    double t0 = now_s();
+    while (qed_l2_cache_get_idle_releases(c) < n && now_s() - t0 < 2 * IDLE_S + IDLE_SLACK_S) {
+        sleep_s(0.05);
+    }
+}
+
 /* QEMU's read path for a table of `bytes` (qemu_blockalign, filled). */
 static CachedL2Table *cache_table(L2TableCache *c, uint64_t offset, size_t bytes)
 {
@@ -455,10 +464,7 @@ static void test_clone3_refused(void)
     for (unsigned i = 0; i < 4; i++) {
         cache_table(c, table_offset(i), 4096);
     }
-    double t0 = now_s();
-    while (qed_l2_cache_get_idle_releases(c) < 4 && now_s() - t0 < 2 * IDLE_S + IDLE_SLACK_S) {
-        sleep_s(0.05);
-    }
+    wait_for_releases(c, 4);
     g_assert_cmpuint(qed_l2_cache_get_idle_releases(c), ==, 4);
     cache_destroy(c);
 }
@@ -487,10 +493,7 @@ static void test_fork_child(void)
         ok &= f == e[0];
         qed_unref_l2_cache_entry(f);
         ok &= thread_count() == 2;
-        double t0 = now_s();
-        while (qed_l2_cache_get_idle_releases(c) < 4 && now_s() - t0 < 2 * IDLE_S + IDLE_SLACK_S) {
-            sleep_s(0.05);
-        }
+        wait_for_releases(c, 4);
         ok &= qed_l2_cache_get_idle_releases(c) == 4;
         ok &= check_list(c) == 0;
         qed_free_l2_cache(c);
@@ -500,10 +503,7 @@ static void test_fork_child(void)
     g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
     g_assert_true(WIFEXITED(status));
     g_assert_cmpint(WEXITSTATUS(status), ==, 0);
-    double t0 = now_s();
-    while (qed_l2_cache_get_idle_releases(c) < 4 && now_s() - t0 < 2 * IDLE_S + IDLE_SLACK_S) {
-        sleep_s(0.05);
-    }
+    wait_for_releases(c, 4);
     g_assert_cmpuint(qed_l2_cache_get_idle_releases(c), ==, 4);
     cache_destroy(c);
 }

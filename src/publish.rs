@@ -235,12 +235,8 @@ impl RecordRef {
             .store(s.table_bytes, Ordering::Relaxed);
         self.word(record::IDLE_RELEASES)
             .store(s.idle_releases, Ordering::Relaxed);
-        let sizing = if s.auto {
-            layout::SIZING_AUTO
-        } else {
-            layout::SIZING_FIXED
-        };
-        self.half(record::SIZING).store(sizing, Ordering::Relaxed);
+        self.half(record::SIZING)
+            .store(layout::sizing_word(s.auto), Ordering::Relaxed);
         self.put_advisor(s.advisor.as_ref());
         true
     }

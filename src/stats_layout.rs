@@ -68,6 +68,16 @@ pub const SIZING_FIXED: u32 = 1;
 /// `sizing` of a cache that sizes itself.
 pub const SIZING_AUTO: u32 = 2;
 
+/// The `sizing` word a writer stores for a cache (auto or fixed); the
+/// reader's inverse is in [`parse_record`].
+pub fn sizing_word(auto: bool) -> u32 {
+    if auto {
+        SIZING_AUTO
+    } else {
+        SIZING_FIXED
+    }
+}
+
 /// `state` of a record no cache uses.
 pub const STATE_FREE: u32 = 0;
 /// `state` of a record a live cache publishes into.

@@ -52,12 +52,7 @@ pub fn record(r: &Record) -> Vec<u8> {
         put_u64(&mut b, f::PAIRS + 16 * k + 8, p.misses);
     }
     if let Some(auto) = r.auto {
-        let sizing = if auto {
-            layout::SIZING_AUTO
-        } else {
-            layout::SIZING_FIXED
-        };
-        put_u32(&mut b, f::SIZING, sizing);
+        put_u32(&mut b, f::SIZING, layout::sizing_word(auto));
         put_u64(&mut b, f::IDLE_RELEASES, r.idle_releases.unwrap_or(0));
     }
     b

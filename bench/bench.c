@@ -18,7 +18,8 @@
  *   meson setup build-bench --buildtype=release && meson compile -C build-bench
  *   meson test -C build-bench --benchmark --verbose      (or build-bench/bench/bench)
  * `bench --quick` shortens the workloads 8x (for a smoke run);
- * `bench --hit N [POLICY [advisor]]` times only the library's hit loop (for perf).
+ * `bench --hit N [POLICY [advisor]]` times only the library's hit loop (for perf);
+ * `bench --cost` prints only the advisor and auto sizing cost tables.
  * The exit status is non-zero if a consistency check fails (library FIFO
  * misses differ from the baseline's, or the counters disagree with the
  * lookups the benchmark made).
@@ -579,6 +580,12 @@ int main(int argc, char **argv)
     }
 
     make_tables();
+    if (argc > 1 && strcmp(argv[1], "--cost") == 0) {
+        /* Only the two cost tables (BENCHMARKS.md, "Hit cost"). */
+        cost_table("size advisor cost", "advisor off and on", "advisor off", "off", "advisor on", "on", true);
+        cost_table("auto sizing cost", "fixed and auto", "fixed", "fixed", "auto", "auto", false);
+        return 0;
+    }
     printf("qed-l2-cache %s benchmark: library vs the original C algorithm (baseline)\n",
            qed_l2_cache_version());
     printf("timings: best of %d runs of >= %.0f ms each, ns per operation\n\n", RUNS,

@@ -11,7 +11,7 @@ use std::ffi::{CStr, CString, OsString};
 use std::fmt::Display;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 /// What to do when a caller misuses the API (docs/misuse.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,12 +330,34 @@ pub fn get() -> &'static Config {
     unsafe { &*c }
 }
 
+/// `QED_L2_CACHE_TRACE` as the hit path reads it: [`TRACE_OFF`] once the
+/// configuration is read and says off, anything else before (or on).
+static TRACE: AtomicU8 = AtomicU8::new(0);
+const TRACE_OFF: u8 = 1;
+const TRACE_ON: u8 = 2;
+
+/// True when `QED_L2_CACHE_TRACE=1`: [`Config::trace`] in one compare
+/// once the configuration is read.
+#[inline(always)]
+pub fn trace() -> bool {
+    TRACE.load(Ordering::Relaxed) != TRACE_OFF && trace_not_off()
+}
+
+#[cold]
+#[inline(never)]
+fn trace_not_off() -> bool {
+    get().trace
+}
+
 #[cold]
 fn first_get() -> &'static Config {
     let mut lines = Vec::new();
     let mine = Box::into_raw(Box::new(Config::from_vars(getenv, |line| lines.push(line))));
     match CONFIG.compare_exchange(null_mut(), mine, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {
+            // SAFETY: just published, never freed.
+            let trace = unsafe { (*mine).trace };
+            TRACE.store(if trace { TRACE_ON } else { TRACE_OFF }, Ordering::Relaxed);
             // Reported once: only by the thread whose copy was published.
             for line in lines {
                 crate::stderr::write_line(format_args!("{line}"));

@@ -25,9 +25,9 @@ pub fn misuse(function: &str, what: fmt::Arguments<'_>) -> Refused {
 }
 
 /// True when `QED_L2_CACHE_TRACE=1`.
-#[inline]
+#[inline(always)]
 pub fn tracing() -> bool {
-    config::get().trace
+    config::trace()
 }
 
 /// Prints one trace line: the event name, a space, the fields, as QEMU's

@@ -352,24 +352,25 @@ impl EntryPtr {
     }
 
     /// Whether a caller holds a reference it may drop: not when none is
-    /// left, nor when the only one left is the cache's.
+    /// left, nor when the only one left is the cache's. `Ok` carries the
+    /// count read, for [`EntryPtr::drop_ref_read`].
     ///
     /// # Safety
     /// As for [`EntryPtr::refs`].
     #[inline(always)]
-    pub unsafe fn caller_may_unref(self) -> Result<(), NotHeld> {
+    pub unsafe fn caller_may_unref(self) -> Result<c_int, NotHeld> {
         // SAFETY: per the caller.
         let refs = unsafe { self.refs() };
         if refs > CACHE_REFS {
             // The usual case, a find's reference: the flags are not read.
-            Ok(())
+            Ok(refs)
         } else if refs < 1 {
             Err(NotHeld::NoneLeft(refs))
         // SAFETY: per the caller.
         } else if unsafe { self.is_cached() } {
             Err(NotHeld::CachesOwn)
         } else {
-            Ok(())
+            Ok(refs)
         }
     }
 
@@ -422,8 +423,18 @@ impl EntryPtr {
     #[inline(always)]
     pub unsafe fn drop_ref(self) -> Option<c_int> {
         // SAFETY: per the caller.
+        unsafe { self.drop_ref_read(self.refs()) }
+    }
+
+    /// [`EntryPtr::drop_ref`] with the count the caller just read
+    /// (`caller_may_unref` returns it): one load for both.
+    ///
+    /// # Safety
+    /// As for [`EntryPtr::drop_ref`]; `refs` is the count now.
+    #[inline(always)]
+    pub unsafe fn drop_ref_read(self, refs: c_int) -> Option<c_int> {
+        // SAFETY: per the caller.
         unsafe {
-            let refs = self.refs();
             // Only a count at INT_MAX can be frozen, so the flag is read
             // only then.
             if refs == c_int::MAX && self.flag(FLAG_SATURATED) {
@@ -473,7 +484,7 @@ mod tests {
         unsafe {
             assert!(!e.is_cached());
             assert!(!e.is_pinned());
-            assert_eq!(e.caller_may_unref(), Ok(()));
+            assert_eq!(e.caller_may_unref(), Ok(1));
         }
         let live = EntryPtr::check(NonNull::new(e.as_c()).unwrap());
         assert!(matches!(live, Checked::Live(p) if p == e));
@@ -592,7 +603,7 @@ mod tests {
             // A find: a request holds it, so it is pinned.
             assert_eq!(e.take_ref(e.refs()), Ok(()));
             assert!(e.is_pinned());
-            assert_eq!(e.caller_may_unref(), Ok(()));
+            assert_eq!(e.caller_may_unref(), Ok(2));
             assert_eq!(e.drop_ref(), Some(1));
             assert!(!e.is_pinned());
             // At INT_MAX the count freezes, once reported.

@@ -17,7 +17,7 @@ use crate::memtools::hide;
 use crate::probes::{qed_l2_cache, qemu};
 use crate::registry::{self, CacheState, HeadWords, Held};
 use crate::shares::{self, Decision};
-use crate::sizing::auto::{self as auto, AutoSizer};
+use crate::sizing::auto;
 use crate::stderr::P;
 use crate::{idle, ledger, lifecycle};
 use std::ffi::{c_char, c_uint};
@@ -153,9 +153,7 @@ unsafe fn remember_head(l2_cache: *const L2TableCache, state: &mut CacheState) {
 /// cannot fire for one.
 ///
 /// With idle release on, the state comes with the cache's lock (held
-/// until the [`Held`] drops), this process's idle thread is started if it
-/// is not running (a fork child's first call), and the entries the thread
-/// released since the last call leave the list first ([`reap`]).
+/// until the [`Held`] drops), prepared by [`prepare_held`].
 ///
 /// # Safety
 /// `l2_cache`, if not NULL, must point to an `L2TableCache` (24 readable
@@ -201,16 +199,48 @@ unsafe fn state_of<'a>(function: &str, l2_cache: *const L2TableCache) -> Result<
         // SAFETY: the struct is the caller's live cache, writable.
         unsafe { (*l2_cache.cast_mut()).handle = number };
     }
-    if state.locked() {
+    // SAFETY: the caller's live cache, its head checked.
+    unsafe { prepare_held(l2_cache, &mut state) };
+    Ok((number, state))
+}
+
+/// [`state_of`] for the hit path: the state of a plain cache (a fixed
+/// cache without idle release) whose struct is exactly as the library
+/// left it, hint included; `None` for anything else, which [`state_of`]
+/// then decides (and reports, if it is a misuse).
+///
+/// # Safety
+/// As for [`state_of`].
+#[inline(always)]
+unsafe fn plain_state_of<'a>(l2_cache: *const L2TableCache) -> Option<&'a mut CacheState> {
+    if l2_cache.is_null() || !l2_cache.is_aligned() {
+        return None;
+    }
+    // SAFETY: non-null and aligned, readable per the caller's guarantee;
+    // calls on one cache are serialized by the caller.
+    let state = unsafe { registry::find_plain(l2_cache as usize, (*l2_cache).handle) }?;
+    // SAFETY: readable per the caller's guarantee.
+    (unsafe { head_words(l2_cache) } == state.written).then_some(state)
+}
+
+/// Before a call uses the state of an idle cache (its lock held): this
+/// process's idle thread is started if it is not running (a fork child's
+/// first call), and the entries the thread released since the last call
+/// leave the list ([`reap`]).
+///
+/// # Safety
+/// `l2_cache` is the caller's live cache of `held`, its head checked.
+#[inline(always)]
+unsafe fn prepare_held(l2_cache: *const L2TableCache, held: &mut Held<'_>) {
+    if held.locked() {
         idle::ensure_thread();
-        if state.idle_pending != 0 {
-            // SAFETY: the caller's live cache, its head checked above; the
+        if held.idle_pending != 0 {
+            // SAFETY: the caller's live cache, its head checked; the
             // struct is writable (also behind the getters' const pointer:
             // the caller's struct, which init wrote).
-            unsafe { reap(l2_cache.cast_mut(), &mut state) };
+            unsafe { reap(l2_cache.cast_mut(), held) };
         }
     }
-    Ok((number, state))
 }
 
 /// Takes the entries whose tables the idle thread released out of the
@@ -293,7 +323,17 @@ unsafe fn take_ref(function: &str, e: EntryPtr, refs: std::ffi::c_int) {
 #[inline(always)]
 unsafe fn drop_ref_traced(e: EntryPtr) {
     // SAFETY: per the caller.
-    let left = unsafe { e.drop_ref() };
+    unsafe { drop_ref_read_traced(e, e.refs()) }
+}
+
+/// [`drop_ref_traced`] with the count the caller just read.
+///
+/// # Safety
+/// As for [`EntryPtr::drop_ref_read`].
+#[inline(always)]
+unsafe fn drop_ref_read_traced(e: EntryPtr, refs: std::ffi::c_int) {
+    // SAFETY: per the caller.
+    let left = unsafe { e.drop_ref_read(refs) };
     if let Some(refs) = left {
         qemu::qed_unref_l2_cache_entry(e.as_c().cast(), refs);
         if tracing() {
@@ -435,11 +475,10 @@ pub unsafe extern "C" fn qed_init_l2_cache(l2_cache: *mut L2TableCache) {
         let idle_epochs = idle::epochs_for(cfg.idle_seconds(cfg.size == config::Size::Auto));
         let number = registry::register(owner, || {
             let mut state = CacheState::new(
-                Cache::with_observer(max_entries, cfg.policy, (advisor, None)),
+                Cache::with_observer(max_entries, cfg.policy, registry::watchers(advisor)),
                 written,
             );
             state.idle_epochs = idle_epochs;
-            state.extras = idle_epochs != 0;
             state
         });
         if idle_epochs != 0 {
@@ -602,21 +641,21 @@ pub unsafe extern "C" fn qed_unref_l2_cache_entry(entry: *mut CachedL2Table) {
         // SAFETY: live (the library's records say so); the caller's lock
         // serializes calls on it.
         unsafe {
-            if let Err(why) = e.caller_may_unref() {
-                let (refs, whose) = match why {
-                    NotHeld::NoneLeft(refs) => (refs, ""),
-                    NotHeld::CachesOwn => (e.refs(), ", the cache's own"),
-                };
-                misuse(
-                    F,
-                    format_args!(
-                        "entry {}: unref of a reference the caller does not hold (ref {refs}{whose}); double unref?",
-                        P(entry)
-                    ),
-                );
-                return;
-            }
-            drop_ref_traced(e);
+            let why = match e.caller_may_unref() {
+                Ok(refs) => return drop_ref_read_traced(e, refs),
+                Err(why) => why,
+            };
+            let (refs, whose) = match why {
+                NotHeld::NoneLeft(refs) => (refs, ""),
+                NotHeld::CachesOwn => (e.refs(), ", the cache's own"),
+            };
+            misuse(
+                F,
+                format_args!(
+                    "entry {}: unref of a reference the caller does not hold (ref {refs}{whose}); double unref?",
+                    P(entry)
+                ),
+            );
         }
     })
 }
@@ -644,52 +683,88 @@ pub unsafe extern "C" fn qed_find_l2_cache_entry(
     const F: &str = "qed_find_l2_cache_entry";
     boundary(F, || {
         // SAFETY: per this function's contract.
-        let Ok((_, mut held)) = (unsafe { state_of(F, l2_cache) }) else {
-            return null_mut();
-        };
-        let state = &mut *held;
-        let Some(hit) = state.core.find(offset) else {
-            qed_l2_cache::miss(l2_cache.cast(), offset);
-            state.publish_miss();
-            if size_due(state) {
-                // SAFETY: per this function's contract.
-                unsafe { choose_size(l2_cache, state) };
-            }
-            return null_mut();
-        };
-        state.publish_hit();
-        let e = hit.handle;
-        // SAFETY: `e` is on this cache's list (the core says so), so live
-        // by the cache's reference; the caller's lock serializes the call.
-        unsafe {
-            if hit.moved_to_tail {
-                qtailq_remove(l2_cache, e.as_c());
-                qtailq_insert_tail(l2_cache, e.as_c());
-                remember_head(l2_cache, state);
-            }
-            if tracing() {
-                trace(
-                    "qed_find_l2_cache_entry",
-                    format_args!(
-                        "l2_cache {} entry {} offset {} ref {}",
-                        P(l2_cache),
-                        P(e.as_c()),
-                        offset,
-                        e.refs()
-                    ),
-                );
-            }
-            // The probe and take_ref read the same count: one load for both.
-            let refs = e.refs();
-            qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, refs);
-            take_ref(F, e, refs);
-            // One branch for fixed caches without idle release.
-            if state.extras {
-                after_hit(l2_cache, state, e);
-            }
+        if let Some(state) = unsafe { plain_state_of(l2_cache) } {
+            // SAFETY: per this function's contract; the head checked.
+            return unsafe { find_in(l2_cache, state, offset, |_, _| {}) };
         }
-        e.as_c()
+        // SAFETY: per this function's contract.
+        unsafe { find_any(l2_cache, offset) }
     })
+}
+
+/// The find: the hit's entry, with its new reference, after `on_hit` ran
+/// on it; NULL on a miss.
+///
+/// # Safety
+/// `l2_cache` is the caller's live cache of `state`, its head checked, no
+/// other thread using it during the call.
+#[inline(always)]
+unsafe fn find_in(
+    l2_cache: *mut L2TableCache,
+    state: &mut CacheState,
+    offset: u64,
+    on_hit: impl FnOnce(&mut CacheState, EntryPtr),
+) -> *mut CachedL2Table {
+    const F: &str = "qed_find_l2_cache_entry";
+    let Some(hit) = state.core.find(offset) else {
+        qed_l2_cache::miss(l2_cache.cast(), offset);
+        state.publish_miss();
+        return null_mut();
+    };
+    state.publish_hit();
+    let e = hit.handle;
+    // SAFETY: `e` is on this cache's list (the core says so), so live by
+    // the cache's reference; the caller's lock serializes the call.
+    unsafe {
+        if hit.moved_to_tail {
+            qtailq_remove(l2_cache, e.as_c());
+            qtailq_insert_tail(l2_cache, e.as_c());
+            remember_head(l2_cache, state);
+        }
+        if tracing() {
+            trace(
+                F,
+                format_args!(
+                    "l2_cache {} entry {} offset {} ref {}",
+                    P(l2_cache),
+                    P(e.as_c()),
+                    offset,
+                    e.refs()
+                ),
+            );
+        }
+        // The probe and take_ref read the same count: one load for both.
+        let refs = e.refs();
+        qemu::qed_find_l2_cache_entry(l2_cache.cast(), e.as_c().cast(), offset, refs);
+        take_ref(F, e, refs);
+    }
+    on_hit(state, e);
+    e.as_c()
+}
+
+/// The find of any cache that is not plain (idle release or auto sizing
+/// on), and of a struct the checks refuse: a hit's table is stamped as
+/// used, and an auto cache may choose its size.
+///
+/// # Safety
+/// As for `qed_find_l2_cache_entry`.
+#[cold]
+#[inline(never)]
+unsafe fn find_any(l2_cache: *mut L2TableCache, offset: u64) -> *mut CachedL2Table {
+    const F: &str = "qed_find_l2_cache_entry";
+    // SAFETY: per the caller's guarantee.
+    let Ok((_, mut held)) = (unsafe { state_of(F, l2_cache) }) else {
+        return null_mut();
+    };
+    let state = &mut *held;
+    // SAFETY: per the caller's guarantee; the head checked (all three).
+    unsafe {
+        let found = find_in(l2_cache, state, offset, |state, e| after_hit(l2_cache, state, e));
+        if found.is_null() && size_due(state) {
+            choose_size(l2_cache, state);
+        }
+        found
+    }
 }
 
 /// A commit refused because of the cache or of the offset still takes the
@@ -889,7 +964,12 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
     // Any one cache may use the whole budget; without one, 32 MiB.
     let cap = auto::tables_within(budget.unwrap_or(auto::CAP_BYTES), per_table);
     let max = state.core.max_entries();
-    let (Some(sizer), Some(share)) = (state.core.observer_mut().1.as_mut(), state.share.as_ref()) else {
+    let sizer = state
+        .core
+        .observer_mut()
+        .as_mut()
+        .and_then(|w| w.sizer.as_deref_mut());
+    let (Some(sizer), Some(share)) = (sizer, state.share.as_ref()) else {
         return;
     };
     let new = if sizer.due() {
@@ -922,8 +1002,6 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
 ///
 /// # Safety
 /// As for [`resize`]; `e` is cached in it, and held by the caller.
-#[cold]
-#[inline(never)]
 unsafe fn after_hit(l2_cache: *mut L2TableCache, state: &mut CacheState, e: EntryPtr) {
     if state.idle_on() {
         // SAFETY: per the caller's guarantee; the cache's lock is held
@@ -940,7 +1018,7 @@ unsafe fn after_hit(l2_cache: *mut L2TableCache, state: &mut CacheState, e: Entr
 /// sizer says it is time) or give back (its grant was lowered).
 #[inline(always)]
 fn size_due(state: &CacheState) -> bool {
-    match &state.core.observer().1 {
+    match state.sizer() {
         None => false,
         Some(sizer) => {
             sizer.due()
@@ -1072,7 +1150,7 @@ pub unsafe extern "C" fn qed_l2_cache_predict_misses(
             return -1;
         }
         // An auto cache answers from its curve, every size up to its cap.
-        let auto_curve = state.core.observer().1.as_ref().map(|s| s.curve());
+        let auto_curve = state.sizer().map(|s| s.curve());
         let predicted = match auto_curve {
             Some(c) => (1..=c.depth())
                 .contains(&max_entries)
@@ -1109,6 +1187,7 @@ pub unsafe extern "C" fn qed_l2_cache_set_advisor(l2_cache: *mut L2TableCache, o
             return;
         };
         advisor::set_advisor(&mut state.core, on != 0);
+        state.tidy_watchers();
         state.publish_all();
     })
 }
@@ -1152,24 +1231,16 @@ unsafe fn set_auto(l2_cache: *mut L2TableCache, state: &mut CacheState, on: bool
     let cap = auto::tables_within(shares::budget().unwrap_or(auto::CAP_BYTES), per_table);
     let was_counting = state.counts_table_bytes();
     let max = state.core.max_entries();
-    let slot = &mut state.core.observer_mut().1;
     let mut start = max;
-    match (on, slot.is_some()) {
-        (true, false) => {
-            *slot = Some(Box::new(AutoSizer::new(cap)));
+    if state.set_sizer(on.then_some(cap)) {
+        if on {
             let (share, size) = shares::join(per_table, max);
             state.share = Some(share);
             start = size;
+        } else if let Some(share) = state.share.take() {
+            shares::leave(share);
         }
-        (false, true) => {
-            *slot = None;
-            if let Some(share) = state.share.take() {
-                shares::leave(share);
-            }
-        }
-        _ => {}
     }
-    state.extras = state.idle_on() || state.is_auto();
     if !was_counting && state.counts_table_bytes() {
         // Bytes were not kept until now: count what is cached.
         let bytes = state.cached_table_bytes();

@@ -19,14 +19,18 @@
 //!
 //! Idle release (docs/idle.md): a cache with idle release on is also
 //! reached by the library's thread, which the caller's lock does not
-//! cover. Such a slot is marked `idle`, and then every call on the cache
+//! cover. Such a slot is marked [`IDLE`], and then every call on the cache
 //! ([`find`] returns a [`Held`]) and the thread's sweep
 //! ([`for_each_idle_cache`]) take the slot's own lock: a fork-safe
 //! `sync::RawLock`, one per cache, so threads using different caches still
 //! share no lock. Slots of other caches are never locked.
+//!
+//! The slot's mode word also says when a cache sizes itself ([`AUTO`]). A
+//! cache with neither bit is *plain*: a hit on it does no more than the
+//! core's lookup, and [`find_plain`] is the hit path's one test of both.
 
-use crate::advisor::{self, report::recommend, AdvisorSlot};
-use crate::cache::Cache;
+use crate::advisor::{self, report::recommend, AdvisorSlot, HasAdvisor};
+use crate::cache::{Cache, Observer, Policy};
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
 use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
@@ -39,7 +43,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::ops::{Deref, DerefMut};
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// The list head words the library last wrote into the caller's struct,
 /// addresses hidden (`ledger::hide`).
@@ -57,8 +61,69 @@ pub struct HeadWords {
 pub type AutoSlot = Option<Box<AutoSizer>>;
 
 /// What watches a cache's core: the size advisor and the auto sizer, each
-/// absent unless turned on (then the hit path pays two untaken branches).
-pub type Watchers = (AdvisorSlot, AutoSlot);
+/// absent unless turned on.
+#[derive(Default)]
+pub struct Watching {
+    /// The size advisor (`QED_L2_CACHE_REPORT`, `qed_l2_cache_set_advisor`).
+    pub advisor: AdvisorSlot,
+    /// The auto sizer.
+    pub sizer: AutoSlot,
+}
+
+impl Observer for Watching {
+    #[inline(always)]
+    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
+        self.advisor.on_find(offset, slot);
+        self.sizer.on_find(offset, slot);
+    }
+    #[inline(always)]
+    fn on_commit(&mut self, offset: u64) {
+        self.advisor.on_commit(offset);
+        self.sizer.on_commit(offset);
+    }
+    #[inline(always)]
+    fn on_remove(&mut self, slot: u32) {
+        self.advisor.on_remove(slot);
+        self.sizer.on_remove(slot);
+    }
+    #[inline(always)]
+    fn on_drain(&mut self) {
+        self.advisor.on_drain();
+        self.sizer.on_drain();
+    }
+    #[inline(always)]
+    fn on_resize(&mut self, max_entries: u32, policy: Policy, misses: u64) {
+        self.advisor.on_resize(max_entries, policy, misses);
+        self.sizer.on_resize(max_entries, policy, misses);
+    }
+}
+
+/// [`Watching`], boxed once and absent while neither is on: a hit on a
+/// cache that nothing watches (the usual fixed cache) pays one untaken
+/// branch.
+pub type Watchers = Option<Box<Watching>>;
+
+/// No advisor: what a cache that nothing watches lends as its slot.
+static NO_ADVISOR: AdvisorSlot = None;
+
+impl HasAdvisor for Watchers {
+    fn advisor_slot(&self) -> &AdvisorSlot {
+        self.as_ref().map_or(&NO_ADVISOR, |w| &w.advisor)
+    }
+    fn advisor_slot_mut(&mut self) -> &mut AdvisorSlot {
+        &mut self.get_or_insert_with(Box::default).advisor
+    }
+}
+
+/// Watchers of a new cache: the advisor when given.
+pub fn watchers(advisor: AdvisorSlot) -> Watchers {
+    advisor.map(|a| {
+        Box::new(Watching {
+            advisor: Some(a),
+            sizer: None,
+        })
+    })
+}
 
 /// A cache's hidden state.
 pub struct CacheState {
@@ -85,9 +150,6 @@ pub struct CacheState {
     pub peak_table_bytes: u64,
     /// An auto cache's place in the process budget.
     pub share: Option<Share>,
-    /// Idle release or auto sizing is on: a hit has more to do
-    /// (`idle_on() || is_auto()`, kept by whoever changes either).
-    pub extras: bool,
     /// The cache's slot number (its record is number - 1), set by
     /// [`register`].
     pub number: u32,
@@ -114,7 +176,6 @@ impl CacheState {
             table_bytes: 0,
             peak_table_bytes: 0,
             share: None,
-            extras: false,
             number: 0,
             idle_epochs: 0,
             idle_releases: 0,
@@ -186,7 +247,48 @@ impl CacheState {
     /// True when the cache sizes itself.
     #[inline(always)]
     pub fn is_auto(&self) -> bool {
-        self.core.observer().1.is_some()
+        self.sizer().is_some()
+    }
+
+    /// The auto sizer, when the cache sizes itself.
+    #[inline(always)]
+    pub fn sizer(&self) -> Option<&AutoSizer> {
+        self.core.observer().as_ref()?.sizer.as_deref()
+    }
+
+    /// Turns the auto sizer on (a new one, with a cap of `cap` tables) or
+    /// off, the slot's mode with it; true when that changed it.
+    pub fn set_sizer(&mut self, on: Option<u32>) -> bool {
+        let was_auto = self.is_auto();
+        let watchers = self.core.observer_mut();
+        let changed = match (on, was_auto) {
+            (Some(cap), false) => {
+                watchers.get_or_insert_with(Box::default).sizer = Some(Box::new(AutoSizer::new(cap)));
+                true
+            }
+            (None, true) => {
+                if let Some(w) = watchers.as_mut() {
+                    w.sizer = None;
+                }
+                true
+            }
+            _ => false,
+        };
+        self.tidy_watchers();
+        set_auto_mode(self.number, self.is_auto());
+        changed
+    }
+
+    /// Drops the watchers' box when neither is on any more, so that a hit
+    /// pays one untaken branch again.
+    pub fn tidy_watchers(&mut self) {
+        let watchers = self.core.observer_mut();
+        if watchers
+            .as_ref()
+            .is_some_and(|w| w.advisor.is_none() && w.sizer.is_none())
+        {
+            *watchers = None;
+        }
     }
 
     /// Bytes per cached table, the library's bookkeeping included: measured
@@ -284,18 +386,24 @@ impl CacheState {
 /// The last cache serial given (lock-free: fork-safe).
 static SERIAL: AtomicU64 = AtomicU64::new(0);
 
+/// Mode bit: the owner has idle release on, so its calls and the idle
+/// thread take the slot's lock. Set before the owner word is published,
+/// cleared (under the lock) before it is cleared.
+const IDLE: u8 = 1;
+/// Mode bit: the owner sizes itself, so a hit has more to do. Written by
+/// the owner's calls only ([`set_auto_mode`]).
+const AUTO: u8 = 2;
+
 /// One slot, on its own cache lines so caches never share a written line.
-/// `repr(C)`: the owner word, the idle flag and the lock share the first
-/// line, so a call reads one line to learn both whose slot it is and
-/// whether to lock it.
+/// `repr(C)`: the owner word, the mode and the lock share the first line,
+/// so a call reads one line to learn whose slot it is, whether to lock it
+/// and whether a hit has more to do.
 #[repr(C, align(128))]
 struct Slot {
     /// `hide(address)` of the struct that owns the slot, 0 when free.
     owner: AtomicU64,
-    /// The owner has idle release on: its calls and the idle thread take
-    /// `lock`. Set before the owner word is published, cleared (under
-    /// `lock`) before it is cleared.
-    idle: AtomicBool,
+    /// [`IDLE`] and [`AUTO`]; 0 for a plain fixed cache.
+    mode: AtomicU8,
     /// The cache's lock, for idle caches only.
     lock: RawLock,
     state: UnsafeCell<Option<CacheState>>,
@@ -305,20 +413,37 @@ impl Slot {
     const fn new() -> Slot {
         Slot {
             owner: AtomicU64::new(0),
-            idle: AtomicBool::new(false),
+            mode: AtomicU8::new(0),
             lock: RawLock::new(),
             state: UnsafeCell::new(None),
         }
     }
 
+    /// True when the owner has idle release on.
+    fn is_idle(&self) -> bool {
+        self.mode.load(Ordering::Acquire) & IDLE != 0
+    }
+
     /// The slot's lock when its owner has idle release on (the owner word
-    /// was read with acquire, so the flag is the owner's).
+    /// was read with acquire, so the mode is the owner's).
     #[inline(always)]
     fn idle_lock(&self) -> Option<LockGuard<'_>> {
-        if self.idle.load(Ordering::Relaxed) {
+        if self.mode.load(Ordering::Relaxed) & IDLE != 0 {
             return Some(self.lock.lock());
         }
         None
+    }
+}
+
+/// Marks the cache numbered `number` as sizing itself or not (its own
+/// calls only: called by whoever turns auto sizing on or off).
+pub fn set_auto_mode(number: u32, auto: bool) {
+    if let Some(s) = slot(number) {
+        if auto {
+            s.mode.fetch_or(AUTO, Ordering::Relaxed);
+        } else {
+            s.mode.fetch_and(!AUTO, Ordering::Relaxed);
+        }
     }
 }
 
@@ -524,12 +649,12 @@ pub fn register(owner: usize, make: impl FnOnce() -> CacheState) -> u32 {
         let mut state = make();
         state.number = number;
         let idle = state.idle_on();
-        // SAFETY: the slot is free (owner 0, not idle), so no one reads
-        // its state; the Release stores below publish it.
+        // SAFETY: the slot is free (owner 0, mode 0), so no one reads its
+        // state; the Release stores below publish it.
         unsafe { *slot.state.get() = Some(state) };
         if idle {
             IDLE_CACHES.fetch_add(1, Ordering::AcqRel);
-            slot.idle.store(true, Ordering::Release);
+            slot.mode.store(IDLE, Ordering::Release);
         }
         slot.owner.store(hide(owner), Ordering::Release);
         n.by_owner.insert(hide(owner), number);
@@ -586,6 +711,31 @@ unsafe fn find_by_address<'a>(key: u64) -> Option<(u32, Held<'a>)> {
     }
 }
 
+/// [`find`] for the hit path: the state of the live cache at `owner` when
+/// the hint is its number and the cache is plain (neither idle release nor
+/// auto sizing on: nothing to lock, nothing more for a hit to do); `None`
+/// for anything else, which [`find`] then decides.
+///
+/// # Safety
+/// As for [`find`].
+#[inline(always)]
+pub unsafe fn find_plain<'a>(owner: usize, hint: u32) -> Option<&'a mut CacheState> {
+    let plain = |s: &'a Slot| {
+        if s.owner.load(Ordering::Acquire) != hide(owner) || s.mode.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        // SAFETY: owned by `owner`, initialised before the owner word was
+        // published; the caller serializes its use, and the idle thread
+        // never reaches a slot without the IDLE bit.
+        unsafe { (*s.state.get()).as_mut() }
+    };
+    // Segment 0 first, where the usual cache is (hint 0 wraps past it).
+    if let Some(first) = FIRST.get(hint.wrapping_sub(1) as usize) {
+        return plain(first);
+    }
+    plain(slot(hint)?)
+}
+
 /// Takes the live cache at `owner`, if any, out of the registry, found
 /// without reading the struct.
 pub fn unregister_at(owner: usize) -> Option<CacheState> {
@@ -610,7 +760,7 @@ fn take(n: &mut Numbers, owner: usize, number: u32) -> Option<CacheState> {
         return None;
     }
     n.by_owner.remove(&hide(owner));
-    if s.idle.swap(false, Ordering::AcqRel) {
+    if s.mode.swap(0, Ordering::AcqRel) & IDLE != 0 {
         IDLE_CACHES.fetch_sub(1, Ordering::AcqRel);
     }
     s.owner.store(0, Ordering::Release);
@@ -627,7 +777,7 @@ fn take(n: &mut Numbers, owner: usize, number: u32) -> Option<CacheState> {
 /// thread is never kept by a caller.
 pub fn for_each_idle_cache(stop: &dyn Fn() -> bool, mut f: impl FnMut(&mut CacheState)) -> bool {
     for (_, slot) in all_slots() {
-        if slot.owner.load(Ordering::Acquire) == 0 || !slot.idle.load(Ordering::Acquire) {
+        if slot.owner.load(Ordering::Acquire) == 0 || !slot.is_idle() {
             continue;
         }
         let mut spins = 0u32;
@@ -649,7 +799,7 @@ pub fn for_each_idle_cache(stop: &dyn Fn() -> bool, mut f: impl FnMut(&mut Cache
         // Checked again under the lock: a cache that has idle release on
         // and owns the slot now is complete (its state was written before
         // the flag and the owner word), and its calls wait for the lock.
-        if slot.owner.load(Ordering::Acquire) != 0 && slot.idle.load(Ordering::Acquire) {
+        if slot.owner.load(Ordering::Acquire) != 0 && slot.is_idle() {
             // SAFETY: see above; the lock is held until `held` drops.
             if let Some(state) = unsafe { (*slot.state.get()).as_mut() } {
                 f(state);
@@ -735,6 +885,7 @@ mod tests {
         assert!(idle_caches() > before);
         // SAFETY: this test is the only user of these states.
         unsafe {
+            assert!(find_plain(owner, idle).is_none(), "an idle cache is never plain");
             let (_, held) = find(owner, idle).unwrap();
             assert!(held.locked() && held.idle_on());
             // The sweep cannot take a held cache: it gives up when told to.
@@ -744,6 +895,15 @@ mod tests {
                 !find(plain, other).unwrap().1.locked(),
                 "no lock without idle release"
             );
+            assert!(find_plain(plain, other).is_some());
+            // Auto sizing makes a cache not plain, and off plain again.
+            set_auto_mode(other, true);
+            assert!(find_plain(plain, other).is_none());
+            assert!(!find(plain, other).unwrap().1.locked());
+            set_auto_mode(other, false);
+            assert!(find_plain(plain, other).is_some());
+            // A wrong hint is never plain: `find` decides.
+            assert!(find_plain(plain, idle).is_none());
         }
         let mut seen = vec![];
         assert!(for_each_idle_cache(&|| false, |s| seen.push(s.number)));

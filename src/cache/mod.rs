@@ -352,7 +352,7 @@ impl<H: Copy, O: Observer> Cache<H, O> {
 
     /// Looks `offset` up, counting a hit or a miss and applying the
     /// policy's reaction to a hit.
-    #[inline]
+    #[inline(always)]
     pub fn find(&mut self, offset: u64) -> Option<Hit<H>> {
         let Some(slot) = self.slot_of(offset) else {
             self.stats.misses += 1;

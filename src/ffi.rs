@@ -984,6 +984,7 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
                 finds: sizer.finds(),
                 per_table,
                 alone,
+                until_next: sizer.until_next_decision(),
             },
         )
     } else {

@@ -33,6 +33,10 @@ struct Member {
     /// Its finds and the process's at its last decision.
     finds_then: u64,
     process_then: u64,
+    /// Its finds from its last decision to its next: until the process
+    /// has made more than that many finds since, its rate stands; after,
+    /// it made fewer than this many in that time ([`Member::rate_now`]).
+    until_next: u64,
     per_table: u64,
     /// The size it wants on its own (its size without a budget).
     alone: u32,
@@ -40,6 +44,23 @@ struct Member {
     size: u32,
     /// Its grant, read by its own calls.
     grant: Arc<AtomicU32>,
+}
+
+impl Member {
+    /// Its rate as the pool weighs it `process_finds` into the process's
+    /// time: the smoothed share of its last decision, but never more than
+    /// it can still be. A cache decides as soon as it has made
+    /// `until_next` finds since its last decision, so while it has not,
+    /// its share of the finds since is below `until_next / elapsed`: a
+    /// cache that stops (or slows down) loses its weight as the others
+    /// decide, in logical time, and gives back at its next call.
+    fn rate_now(&self, process_finds: u64) -> f64 {
+        let elapsed = process_finds.saturating_sub(self.process_then);
+        if elapsed <= self.until_next {
+            return self.rate;
+        }
+        self.rate.min(self.until_next as f64 / elapsed as f64)
+    }
 }
 
 struct Pool {
@@ -103,6 +124,8 @@ pub struct Decision<'a> {
     /// no budget). With one, its grant may go past it, up to where its
     /// curve stops falling: the budget is what the operator allows.
     pub alone: u32,
+    /// Its finds until it decides again.
+    pub until_next: u64,
 }
 
 /// Sets the process budget (`None`: no limit); returns the one before.
@@ -134,25 +157,7 @@ fn read_budget(p: &mut Pool) {
 pub fn join(per_table: u64, start: u32) -> (Share, u32) {
     with_pool(|p| {
         read_budget(p);
-        let size = match p.budget {
-            Some(b) => start.min(free_tables(p, b, None, per_table)).max(1),
-            None => start,
-        };
-        let id = p.next_id;
-        p.next_id += 1;
-        let grant = Arc::new(AtomicU32::new(size));
-        p.members.push(Member {
-            id,
-            misses: Vec::new(),
-            rate: 0.0,
-            finds_then: 0,
-            process_then: p.process_finds,
-            per_table,
-            alone: size,
-            size,
-            grant: grant.clone(),
-        });
-        (Share { id, grant }, size)
+        p.join(per_table, start)
     })
 }
 
@@ -163,13 +168,7 @@ pub fn leave(share: Share) {
 
 /// The cache gave back down to its grant: returns the grant, now its size.
 pub fn give_back(share: &Share) -> u32 {
-    with_pool(|p| {
-        let grant = share.grant.load(Ordering::Relaxed);
-        if let Some(m) = p.members.iter_mut().find(|m| m.id == share.id) {
-            m.size = grant;
-        }
-        grant
-    })
+    with_pool(|p| p.give_back(share))
 }
 
 /// The cache decides its size: records its curve, shares the budget again
@@ -177,7 +176,43 @@ pub fn give_back(share: &Share) -> u32 {
 /// misses), and returns its new size. Without a budget: what it wants
 /// alone.
 pub fn decide(share: &Share, d: Decision) -> u32 {
-    with_pool(|p| {
+    with_pool(|p| p.decide(share, d))
+}
+
+impl Pool {
+    fn give_back(&mut self, share: &Share) -> u32 {
+        let grant = share.grant.load(Ordering::Relaxed);
+        if let Some(m) = self.members.iter_mut().find(|m| m.id == share.id) {
+            m.size = grant;
+        }
+        grant
+    }
+
+    fn join(&mut self, per_table: u64, start: u32) -> (Share, u32) {
+        let size = match self.budget {
+            Some(b) => start.min(free_tables(self, b, None, per_table)).max(1),
+            None => start,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let grant = Arc::new(AtomicU32::new(size));
+        self.members.push(Member {
+            id,
+            misses: Vec::new(),
+            rate: 0.0,
+            finds_then: 0,
+            process_then: self.process_finds,
+            until_next: 0,
+            per_table,
+            alone: size,
+            size,
+            grant: grant.clone(),
+        });
+        (Share { id, grant }, size)
+    }
+
+    fn decide(&mut self, share: &Share, d: Decision) -> u32 {
+        let p = self;
         let Some(i) = p.members.iter().position(|m| m.id == share.id) else {
             return d.alone;
         };
@@ -198,6 +233,7 @@ pub fn decide(share: &Share, d: Decision) -> u32 {
             };
             m.finds_then = d.finds;
             m.process_then = p.process_finds;
+            m.until_next = d.until_next;
             m.misses.clear();
             m.misses.extend_from_slice(d.misses);
             m.per_table = d.per_table;
@@ -217,7 +253,7 @@ pub fn decide(share: &Share, d: Decision) -> u32 {
         let size = grant.min(room).max(1);
         p.members[i].size = size;
         size
-    })
+    }
 }
 
 /// Tables of `per_table` bytes left in `budget` by every member's current
@@ -252,7 +288,7 @@ fn rebalance(p: &mut Pool, budget: u64) {
         .iter()
         .map(|m| Demand {
             misses: &m.misses,
-            finds: (m.rate * PERIOD) as u64,
+            finds: (m.rate_now(p.process_finds) * PERIOD) as u64,
             table_bytes: m.per_table,
             cap: None,
         })
@@ -282,4 +318,76 @@ fn rebalance(p: &mut Pool, budget: u64) {
 /// At unload: the pool's memory goes (no cache is left).
 pub fn release_at_unload() {
     with_pool(|p| p.members = Vec::new());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: u64 = 256 * 1024;
+
+    fn pool(tables: u64) -> Pool {
+        Pool {
+            budget: Some(tables * TABLE),
+            budget_read: true,
+            members: Vec::new(),
+            next_id: 1,
+            process_finds: 0,
+        }
+    }
+
+    /// A curve of diminishing returns over `n` tables (misses fall as
+    /// 1 - sqrt(s / n)), a window of 16,384 finds.
+    fn skewed(n: u64, cap: u64) -> Vec<u64> {
+        const W: f64 = 16_384.0;
+        (0..=cap)
+            .map(|s| (W * (1.0 - (s.min(n) as f64 / n as f64).sqrt())) as u64)
+            .collect()
+    }
+
+    fn decide(p: &mut Pool, s: &Share, misses: &[u64], finds: u64) -> u32 {
+        p.decide(
+            s,
+            Decision {
+                misses,
+                finds,
+                per_table: TABLE,
+                alone: 100,
+                until_next: 2048,
+            },
+        )
+    }
+
+    fn grant(s: &Share) -> u32 {
+        s.grant.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_cache_that_stops_loses_its_share_to_one_that_goes_on() {
+        let mut p = pool(100);
+        let curve = skewed(100, 100);
+        let (a, _) = p.join(TABLE, 50);
+        let (b, _) = p.join(TABLE, 50);
+        // Both look up at the same rate: half the budget each.
+        for k in 1..=8 {
+            decide(&mut p, &a, &curve, 2048 * k);
+            decide(&mut p, &b, &curve, 2048 * k);
+        }
+        assert!((40..=60).contains(&grant(&a)), "a {} b {}", grant(&a), grant(&b));
+        // `a` stops. Each decision of `b` makes `a`'s share of the
+        // process's finds smaller than `a`'s next decision would need.
+        for k in 9..=40 {
+            decide(&mut p, &b, &curve, 2048 * k);
+        }
+        assert!(grant(&a) < 10, "a kept {} of 100 tables", grant(&a));
+        assert!(grant(&b) > 90, "b was granted {}", grant(&b));
+        // `b` grows only into what `a` gave back, at `a`'s next call.
+        let before = p.members[1].size;
+        assert!(before <= 100 - p.members[0].size);
+        assert_eq!(p.give_back(&a), grant(&a));
+        let after = decide(&mut p, &b, &curve, 2048 * 41);
+        assert!(after > before, "{after} after a gave back, {before} before");
+        let sizes: u32 = p.members.iter().map(|m| m.size).sum();
+        assert!(sizes <= 100, "sizes add up to {sizes}");
+    }
 }

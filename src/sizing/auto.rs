@@ -102,6 +102,11 @@ impl AutoSizer {
         self.finds
     }
 
+    /// Lookups left until it is time to choose a size again.
+    pub fn until_next_decision(&self) -> u64 {
+        self.next_decision.saturating_sub(self.finds)
+    }
+
     /// True when it is time to choose a size again ([`Self::decide`]).
     #[inline(always)]
     pub fn due(&self) -> bool {

@@ -33,6 +33,8 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include "proc_self.h"
+
 /* QEMU's declarations (block/qed.h), as any caller has them. */
 typedef struct QTailQLink {
     void *tql_next;
@@ -123,16 +125,6 @@ static void use(Lib *l, unsigned commits)
     }
     l->free_cache(c);
     g_free(c);
-}
-
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    g_assert_nonnull(f);
-    long size, resident;
-    g_assert_cmpint(fscanf(f, "%ld %ld", &size, &resident), ==, 2);
-    fclose(f);
-    return resident * sysconf(_SC_PAGESIZE);
 }
 
 /* Waits for child `pid` and asserts that it exited with status 0. */
@@ -274,19 +266,6 @@ static void test_stats_file_goes_at_dlclose(void)
     g_free(file);
     g_free(sub);
     g_free(dir);
-}
-
-/* The threads of this process (/proc/self/task). */
-static int thread_count(void)
-{
-    GDir *d = g_dir_open("/proc/self/task", 0, NULL);
-    g_assert_nonnull(d);
-    int n = 0;
-    while (g_dir_read_name(d)) {
-        n++;
-    }
-    g_dir_close(d);
-    return n;
 }
 
 /* One load with idle release on: the library's thread runs while the

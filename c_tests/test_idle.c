@@ -12,7 +12,6 @@
  * how long the release took.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "proc_self.h"
 
 #define IDLE_S 1.0
 /* Beyond the contract's 2S, for a loaded 2-core machine. */
@@ -44,30 +44,6 @@ static void sleep_s(double s)
     struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {
     }
-}
-
-/* The threads of this process (/proc/self/task). */
-static unsigned thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    g_assert_nonnull(d);
-    unsigned n = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        n += de->d_name[0] != '.';
-    }
-    closedir(d);
-    return n;
-}
-
-/* Resident bytes (/proc/self/statm). */
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    g_assert_nonnull(f);
-    long size, resident;
-    g_assert_cmpint(fscanf(f, "%ld %ld", &size, &resident), ==, 2);
-    fclose(f);
-    return resident * sysconf(_SC_PAGESIZE);
 }
 
 /* The table pointer as the idle thread may have just written it. */
@@ -128,9 +104,9 @@ static void test_release_without_calls(void)
     if (!in_subprocess("1")) {
         return;
     }
-    g_assert_cmpuint(thread_count(), ==, 1);
+    g_assert_cmpint(thread_count(), ==, 1);
     L2TableCache *c = cache_new();
-    g_assert_cmpuint(thread_count(), ==, 2);
+    g_assert_cmpint(thread_count(), ==, 2);
     CachedL2Table *e[8];
     double touched = now_s();
     for (unsigned i = 0; i < 8; i++) {
@@ -458,9 +434,9 @@ static void test_clone3_refused(void)
     g_assert_cmpint(syscall(__NR_clone3, NULL, 0), ==, -1);
     g_assert_cmpint(errno, ==, ENOSYS);
 #endif
-    g_assert_cmpuint(thread_count(), ==, 1);
+    g_assert_cmpint(thread_count(), ==, 1);
     L2TableCache *c = cache_new();
-    g_assert_cmpuint(thread_count(), ==, 2);
+    g_assert_cmpint(thread_count(), ==, 2);
     for (unsigned i = 0; i < 4; i++) {
         cache_table(c, table_offset(i), 4096);
     }
@@ -483,7 +459,7 @@ static void test_fork_child(void)
     for (unsigned i = 0; i < 4; i++) {
         e[i] = cache_table(c, table_offset(i), 4096);
     }
-    g_assert_cmpuint(thread_count(), ==, 2);
+    g_assert_cmpint(thread_count(), ==, 2);
     pid_t pid = fork();
     g_assert_cmpint(pid, >=, 0);
     if (pid == 0) {
@@ -519,12 +495,12 @@ static void off(const char *value)
     }
     L2TableCache *c = cache_new();
     CachedL2Table *e = cache_table(c, table_offset(0), BIG_TABLE);
-    g_assert_cmpuint(thread_count(), ==, 1);
+    g_assert_cmpint(thread_count(), ==, 1);
     g_assert_cmpuint(qed_l2_cache_get_table_bytes(c), ==, malloc_usable_size(e->table));
     sleep_s(2.5 * IDLE_S);
     g_assert_nonnull(e->table);
     g_assert_cmpuint(qed_l2_cache_get_idle_releases(c), ==, 0);
-    g_assert_cmpuint(thread_count(), ==, 1);
+    g_assert_cmpint(thread_count(), ==, 1);
     cache_destroy(c);
 }
 
@@ -547,13 +523,13 @@ static void test_thread_only_while_needed(void)
     for (int round = 0; round < 2; round++) {
         L2TableCache *c = cache_new();
         cache_table(c, table_offset(0), 4096);
-        g_assert_cmpuint(thread_count(), ==, 2);
+        g_assert_cmpint(thread_count(), ==, 2);
         cache_destroy(c);
         double t0 = now_s();
         while (thread_count() > 1 && now_s() - t0 < IDLE_S + IDLE_SLACK_S) {
             sleep_s(0.02);
         }
-        g_assert_cmpuint(thread_count(), ==, 1);
+        g_assert_cmpint(thread_count(), ==, 1);
     }
 }
 
@@ -585,7 +561,7 @@ static void test_bad_values(void)
         L2TableCache *c = cache_new();
         cache_table(c, table_offset(0), 4096);
         L2TableCache *d = cache_new();
-        g_assert_cmpuint(thread_count(), ==, 1);
+        g_assert_cmpint(thread_count(), ==, 1);
         cache_destroy(d);
         cache_destroy(c);
         return;

@@ -273,17 +273,21 @@ impl ReuseCurve {
         self.current_real_misses + self.previous_real_misses
     }
 
-    /// The model's walk over the window's histogram: for each step of
-    /// `P(t)`, the cache size the step reaches and the misses before it.
-    /// Calls `f(size_reached, misses)` per step, in increasing size; after
-    /// the last one, the misses are the far lookups at every larger size.
-    fn walk(&self, mut f: impl FnMut(f64, u64) -> bool) -> u64 {
+    /// The model's walk over the window's histogram, one [`Step`] of
+    /// `P(t)`'s area per bucket, in increasing size: calls `f` on each
+    /// until it returns false, and returns that step; after the last, the
+    /// state past it (`t` the last bucket's end, `area_before` = `area` the
+    /// whole area, `left` the far lookups, which miss at every larger size).
+    fn walk(&self, mut f: impl FnMut(&Step) -> bool) -> Step {
         let total = self.lookups();
-        let mut left = total; // lookups with a reuse time above t
-        let mut area = 0.0f64;
-        let mut t = 0u64;
+        let mut s = Step {
+            t: 0,
+            area_before: 0.0,
+            area: 0.0,
+            left: total,
+        };
         if total == 0 {
-            return 0;
+            return s;
         }
         for i in 1..BUCKETS - 1 {
             let n = u64::from(self.current[i]) + u64::from(self.previous[i]);
@@ -291,27 +295,21 @@ impl ReuseCurve {
                 continue;
             }
             let end = bucket_end(i);
-            area += (end - t) as f64 * left as f64 / total as f64;
-            t = end;
-            if !f(area, left) {
-                return left;
+            s.area_before = s.area;
+            s.area += (end - s.t) as f64 * s.left as f64 / total as f64;
+            if !f(&s) {
+                return s;
             }
-            left -= n;
+            s.t = end;
+            s.left -= n;
         }
-        left
+        s.area_before = s.area;
+        s
     }
 
     /// Misses in the window had the cache held `size` tables.
     pub fn misses_at(&self, size: u32) -> u64 {
-        let mut at = None;
-        let far = self.walk(|reached, misses| {
-            if f64::from(size) < reached - 1e-9 {
-                at = Some(misses);
-                return false;
-            }
-            true
-        });
-        at.unwrap_or(far)
+        self.walk(|s| f64::from(size) >= s.area - 1e-9).left
     }
 
     /// The whole curve: `m[s]` = misses in the window at `s` tables, for
@@ -320,13 +318,13 @@ impl ReuseCurve {
         let depth = self.depth as usize;
         let mut m = Vec::with_capacity(depth + 1);
         m.push(self.lookups());
-        let far = self.walk(|reached, misses| {
-            while m.len() <= depth && (m.len() as f64) < reached - 1e-9 {
-                m.push(misses);
+        let far = self.walk(|s| {
+            while m.len() <= depth && (m.len() as f64) < s.area - 1e-9 {
+                m.push(s.left);
             }
             m.len() <= depth
         });
-        m.resize(depth + 1, far);
+        m.resize(depth + 1, far.left);
         m
     }
 
@@ -334,26 +332,12 @@ impl ReuseCurve {
     /// which an unused table has left it; `None` when the window's tables
     /// all fit.
     pub fn eviction_time(&self, size: u32) -> Option<u64> {
-        let total = self.lookups();
-        let mut left = total;
-        let mut area = 0.0f64;
-        let mut t = 0u64;
-        for i in 1..BUCKETS - 1 {
-            let n = u64::from(self.current[i]) + u64::from(self.previous[i]);
-            if n == 0 {
-                continue;
-            }
-            let end = bucket_end(i);
-            let step = (end - t) as f64 * left as f64 / total.max(1) as f64;
-            if area + step >= f64::from(size) {
-                let dt = (f64::from(size) - area) * total as f64 / left.max(1) as f64;
-                return Some(t + dt.ceil() as u64);
-            }
-            area += step;
-            t = end;
-            left -= n;
-        }
-        (left > 0).then(|| t + ((f64::from(size) - area) * total as f64 / left as f64).ceil() as u64)
+        let size = f64::from(size);
+        let s = self.walk(|s| s.area < size);
+        // Within the step that reaches `size`, the area grows by `left /
+        // total` per lookup of reuse time.
+        (s.left > 0)
+            .then(|| s.t + ((size - s.area_before) * self.lookups() as f64 / s.left as f64).ceil() as u64)
     }
 
     /// The real cache's slot `slot` was emptied.
@@ -367,6 +351,18 @@ impl ReuseCurve {
     pub fn cache_drained(&mut self) {
         self.by_slot.clear();
     }
+}
+
+/// One step of the model's walk ([`ReuseCurve::walk`]): from reuse time
+/// `t` to the next bucket's end, `left` of the window's lookups have a
+/// longer reuse time, and the area under `P(t)` (the size of an LRU cache
+/// whose eviction time that is) goes from `area_before` to `area`.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    t: u64,
+    area_before: f64,
+    area: f64,
+    left: u64,
 }
 
 /// The smallest size in `1..=cap` whose misses are within `slack` of the

@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <unistd.h>
 
-/* The threads of this process (/proc/self/task). */
-static inline int thread_count(void)
+/* The entries of directory `path` (GLib leaves out . and ..). */
+static inline int dir_entries(const char *path)
 {
-    GDir *d = g_dir_open("/proc/self/task", 0, NULL);
+    GDir *d = g_dir_open(path, 0, NULL);
     g_assert_nonnull(d);
     int n = 0;
     while (g_dir_read_name(d)) {
@@ -19,6 +19,18 @@ static inline int thread_count(void)
     }
     g_dir_close(d);
     return n;
+}
+
+/* The threads of this process (/proc/self/task). */
+static inline int thread_count(void)
+{
+    return dir_entries("/proc/self/task");
+}
+
+/* Descriptors open in this process (/proc/self/fd). */
+static inline int open_fds(void)
+{
+    return dir_entries("/proc/self/fd");
 }
 
 /* Resident bytes (/proc/self/statm). */

@@ -164,19 +164,6 @@ static void test_load_unload_cycles(void)
     g_assert_cmpint(growth, <, 1024 * 1024);
 }
 
-/* Descriptors open in this process. */
-static int open_fds(void)
-{
-    GDir *d = g_dir_open("/proc/self/fd", 0, NULL);
-    g_assert_nonnull(d);
-    int n = 0;
-    while (g_dir_read_name(d)) {
-        n++;
-    }
-    g_dir_close(d);
-    return n;
-}
-
 /* Lines of /proc/self/maps that name `dir`. */
 static int mappings_under(const char *dir)
 {

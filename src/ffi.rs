@@ -968,7 +968,7 @@ unsafe fn choose_size(l2_cache: *mut L2TableCache, state: &mut CacheState) {
         .core
         .observer_mut()
         .as_mut()
-        .and_then(|w| w.sizer.as_deref_mut());
+        .and_then(|w| w.1.as_deref_mut());
     let (Some(sizer), Some(share)) = (sizer, state.share.as_ref()) else {
         return;
     };

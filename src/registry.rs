@@ -30,7 +30,7 @@
 //! core's lookup, and [`find_plain`] is the hit path's one test of both.
 
 use crate::advisor::{self, report::recommend, AdvisorSlot, HasAdvisor};
-use crate::cache::{Cache, Observer, Policy};
+use crate::cache::Cache;
 use crate::entry::EntryPtr;
 use crate::memtools::hide;
 use crate::publish::{self, AdvisorPart, RecordRef, Snapshot};
@@ -60,43 +60,9 @@ pub struct HeadWords {
 /// The observer of an auto cache's core: its sizer (none in fixed mode).
 pub type AutoSlot = Option<Box<AutoSizer>>;
 
-/// What watches a cache's core: the size advisor and the auto sizer, each
-/// absent unless turned on.
-#[derive(Default)]
-pub struct Watching {
-    /// The size advisor (`QED_L2_CACHE_REPORT`, `qed_l2_cache_set_advisor`).
-    pub advisor: AdvisorSlot,
-    /// The auto sizer.
-    pub sizer: AutoSlot,
-}
-
-impl Observer for Watching {
-    #[inline(always)]
-    fn on_find(&mut self, offset: u64, slot: Option<u32>) {
-        self.advisor.on_find(offset, slot);
-        self.sizer.on_find(offset, slot);
-    }
-    #[inline(always)]
-    fn on_commit(&mut self, offset: u64) {
-        self.advisor.on_commit(offset);
-        self.sizer.on_commit(offset);
-    }
-    #[inline(always)]
-    fn on_remove(&mut self, slot: u32) {
-        self.advisor.on_remove(slot);
-        self.sizer.on_remove(slot);
-    }
-    #[inline(always)]
-    fn on_drain(&mut self) {
-        self.advisor.on_drain();
-        self.sizer.on_drain();
-    }
-    #[inline(always)]
-    fn on_resize(&mut self, max_entries: u32, policy: Policy, misses: u64) {
-        self.advisor.on_resize(max_entries, policy, misses);
-        self.sizer.on_resize(max_entries, policy, misses);
-    }
-}
+/// What watches a cache's core: the size advisor and the auto sizer (in
+/// that order), each absent unless turned on; the pair is an observer.
+pub type Watching = (AdvisorSlot, AutoSlot);
 
 /// [`Watching`], boxed once and absent while neither is on: a hit on a
 /// cache that nothing watches (the usual fixed cache) pays one untaken
@@ -108,21 +74,16 @@ static NO_ADVISOR: AdvisorSlot = None;
 
 impl HasAdvisor for Watchers {
     fn advisor_slot(&self) -> &AdvisorSlot {
-        self.as_ref().map_or(&NO_ADVISOR, |w| &w.advisor)
+        self.as_deref().map_or(&NO_ADVISOR, HasAdvisor::advisor_slot)
     }
     fn advisor_slot_mut(&mut self) -> &mut AdvisorSlot {
-        &mut self.get_or_insert_with(Box::default).advisor
+        self.get_or_insert_with(Box::default).advisor_slot_mut()
     }
 }
 
 /// Watchers of a new cache: the advisor when given.
 pub fn watchers(advisor: AdvisorSlot) -> Watchers {
-    advisor.map(|a| {
-        Box::new(Watching {
-            advisor: Some(a),
-            sizer: None,
-        })
-    })
+    advisor.map(|a| Box::new((Some(a), None)))
 }
 
 /// A cache's hidden state.
@@ -253,7 +214,7 @@ impl CacheState {
     /// The auto sizer, when the cache sizes itself.
     #[inline(always)]
     pub fn sizer(&self) -> Option<&AutoSizer> {
-        self.core.observer().as_ref()?.sizer.as_deref()
+        self.core.observer().as_ref()?.1.as_deref()
     }
 
     /// Turns the auto sizer on (a new one, with a cap of `cap` tables) or
@@ -263,12 +224,12 @@ impl CacheState {
         let watchers = self.core.observer_mut();
         let changed = match (on, was_auto) {
             (Some(cap), false) => {
-                watchers.get_or_insert_with(Box::default).sizer = Some(Box::new(AutoSizer::new(cap)));
+                watchers.get_or_insert_with(Box::default).1 = Some(Box::new(AutoSizer::new(cap)));
                 true
             }
             (None, true) => {
                 if let Some(w) = watchers.as_mut() {
-                    w.sizer = None;
+                    w.1 = None;
                 }
                 true
             }
@@ -283,10 +244,7 @@ impl CacheState {
     /// pays one untaken branch again.
     pub fn tidy_watchers(&mut self) {
         let watchers = self.core.observer_mut();
-        if watchers
-            .as_ref()
-            .is_some_and(|w| w.advisor.is_none() && w.sizer.is_none())
-        {
+        if watchers.as_ref().is_some_and(|w| w.0.is_none() && w.1.is_none()) {
             *watchers = None;
         }
     }
@@ -436,8 +394,8 @@ impl Slot {
 }
 
 /// Marks the cache numbered `number` as sizing itself or not (its own
-/// calls only: called by whoever turns auto sizing on or off).
-pub fn set_auto_mode(number: u32, auto: bool) {
+/// calls only: [`CacheState::set_sizer`]).
+fn set_auto_mode(number: u32, auto: bool) {
     if let Some(s) = slot(number) {
         if auto {
             s.mode.fetch_or(AUTO, Ordering::Relaxed);

@@ -345,7 +345,7 @@ mod tests {
             .collect()
     }
 
-    fn decide(p: &mut Pool, s: &Share, misses: &[u64], finds: u64) -> u32 {
+    fn decide_at(p: &mut Pool, s: &Share, misses: &[u64], finds: u64) -> u32 {
         p.decide(
             s,
             Decision {
@@ -370,14 +370,14 @@ mod tests {
         let (b, _) = p.join(TABLE, 50);
         // Both look up at the same rate: half the budget each.
         for k in 1..=8 {
-            decide(&mut p, &a, &curve, 2048 * k);
-            decide(&mut p, &b, &curve, 2048 * k);
+            decide_at(&mut p, &a, &curve, 2048 * k);
+            decide_at(&mut p, &b, &curve, 2048 * k);
         }
         assert!((40..=60).contains(&grant(&a)), "a {} b {}", grant(&a), grant(&b));
         // `a` stops. Each decision of `b` makes `a`'s share of the
         // process's finds smaller than `a`'s next decision would need.
         for k in 9..=40 {
-            decide(&mut p, &b, &curve, 2048 * k);
+            decide_at(&mut p, &b, &curve, 2048 * k);
         }
         assert!(grant(&a) < 10, "a kept {} of 100 tables", grant(&a));
         assert!(grant(&b) > 90, "b was granted {}", grant(&b));
@@ -385,7 +385,7 @@ mod tests {
         let before = p.members[1].size;
         assert!(before <= 100 - p.members[0].size);
         assert_eq!(p.give_back(&a), grant(&a));
-        let after = decide(&mut p, &b, &curve, 2048 * 41);
+        let after = decide_at(&mut p, &b, &curve, 2048 * 41);
         assert!(after > before, "{after} after a gave back, {before} before");
         let sizes: u32 = p.members.iter().map(|m| m.size).sum();
         assert!(sizes <= 100, "sizes add up to {sizes}");
